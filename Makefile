@@ -1,0 +1,38 @@
+# The two commands a new machine needs (see README.md):
+#   make demo   set everything up, then train a 5-fold DenseNet121 ensemble on a generated data set
+#   make test   set everything up, then run the whole test suite
+# Both need only the Rust toolchain, Python 3.11 and pip.
+
+SHELL := /bin/bash
+ROOT := $(abspath .)
+VENV ?= $(ROOT)/.venv
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(VENV)/bin:$(PATH)
+export FOLDTRAIN_PYTHON := $(VENV)/bin/python
+
+DEMO_DATA ?= $(ROOT)/demo-data
+DEMO_OUT ?= $(ROOT)/demo-out
+
+.PHONY: bootstrap build release demo test lint fmt bench
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+build: bootstrap
+	cargo build --workspace --bins
+
+release: bootstrap
+	cargo build --release --workspace --bins
+
+test: build
+	cargo test --workspace --no-fail-fast
+
+lint: bootstrap
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+demo: release
+	bash scripts/demo.sh "$(DEMO_DATA)" "$(DEMO_OUT)"

@@ -1,0 +1,138 @@
+//! `foldtrain serve`: run the coordinator until interrupted.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::CommandResult;
+use crate::config::ServeConfig;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the bound address is printed).
+    #[arg(long, env = "FOLDTRAIN_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Directory holding the job database, blobs and results.
+    #[arg(long, env = "FOLDTRAIN_DATA_DIR", default_value = "foldtrain-data")]
+    pub data_dir: PathBuf,
+    /// File holding the bearer token every client and worker must present.
+    #[arg(long, env = "FOLDTRAIN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Accept unauthenticated requests on a non-loopback address.
+    #[arg(long, env = "FOLDTRAIN_INSECURE")]
+    pub insecure: bool,
+    /// Milliseconds a worker stays counted as alive after its last heartbeat.
+    #[arg(long, env = "FOLDTRAIN_LEASE_MS", default_value_t = 15_000)]
+    pub lease_ms: u64,
+}
+
+impl ServeArgs {
+    /// The library configuration these flags describe.
+    pub fn into_config(self) -> anyhow::Result<ServeConfig> {
+        let token = self.token_file.as_deref().map(read_token).transpose()?;
+        let config = ServeConfig {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            token,
+            insecure: self.insecure,
+            lease: Duration::from_millis(self.lease_ms),
+            ..ServeConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Reads a token file: its first line, trimmed; an empty file is an error.
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    anyhow::ensure!(!token.is_empty(), "token file {} is empty", path.display());
+    Ok(token)
+}
+
+pub fn serve(args: ServeArgs) -> CommandResult {
+    let config = args.into_config()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let handle = crate::server::start(config, shutdown_signal()).await?;
+        println!("foldtrain coordinator listening on {}", handle.url());
+        handle.wait().await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn flags_become_a_validated_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let w = Wrapper::try_parse_from([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--token-file",
+            token.to_str().unwrap(),
+            "--lease-ms",
+            "500",
+        ])
+        .unwrap();
+        let c = w.args.into_config().unwrap();
+        assert_eq!(c.token.as_deref(), Some("s3cret"));
+        assert_eq!(c.lease, Duration::from_millis(500));
+
+        let w = Wrapper::try_parse_from(["serve", "--listen", "0.0.0.0:0"]).unwrap();
+        let err = w.args.into_config().unwrap_err().to_string();
+        assert!(
+            err.contains("without a token") && err.contains("--insecure"),
+            "{err}"
+        );
+        let w = Wrapper::try_parse_from(["serve", "--listen", "0.0.0.0:0", "--insecure"]).unwrap();
+        w.args.into_config().unwrap();
+
+        std::fs::write(&token, "\n").unwrap();
+        let err = read_token(&token).unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+    }
+}

@@ -1,0 +1,136 @@
+//! The coordinator's error type, with its one mapping to gRPC status codes.
+
+use foldtrain_proto::{BlobHash, FoldIndex, JobId, ProtoError, WorkerId};
+
+/// Everything the coordinator's store, scheduler, aggregation and server can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("unknown job {0}")]
+    UnknownJob(JobId),
+    #[error("unknown worker {0}")]
+    UnknownWorker(WorkerId),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error(transparent)]
+    Wire(#[from] ProtoError),
+    #[error("blob hash mismatch: expected {expected}, got {actual}")]
+    BlobHashMismatch {
+        expected: BlobHash,
+        actual: BlobHash,
+    },
+    #[error("blob {0} not found")]
+    BlobNotFound(BlobHash),
+    #[error("job references {count} images not uploaded yet (first: {first}); upload them first")]
+    MissingImages { count: usize, first: String },
+    #[error("cannot split the training rows: {0}")]
+    Split(#[from] crate::split::SplitError),
+    #[error("artifact {path:?} of job {job} not found")]
+    ArtifactNotFound { job: JobId, path: String },
+    #[error("job {job} is {state}; {action} needs a {needed} job")]
+    WrongJobState {
+        job: JobId,
+        state: String,
+        action: &'static str,
+        needed: &'static str,
+    },
+    #[error("stale attempt {attempt} of fold {fold} of job {job} (current: {current})")]
+    StaleAttempt {
+        job: JobId,
+        fold: FoldIndex,
+        attempt: foldtrain_proto::AttemptId,
+        current: String,
+    },
+    #[error("worker {worker}: {message}")]
+    WorkerStream { worker: WorkerId, message: String },
+    #[error("fold {fold} of job {job}: {message}")]
+    BadFoldResult {
+        job: JobId,
+        fold: FoldIndex,
+        message: String,
+    },
+    #[error("missing or invalid bearer token")]
+    Unauthenticated,
+    #[error("database: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid server configuration: {0}")]
+    Config(String),
+    #[error("the coordinator is shutting down")]
+    ShuttingDown,
+}
+
+impl CoordinatorError {
+    /// Wraps an I/O error with what was being done and to which path.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidArgument(message.into())
+    }
+
+    /// The gRPC status code this error travels as.
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Self::UnknownJob(_)
+            | Self::UnknownWorker(_)
+            | Self::BlobNotFound(_)
+            | Self::ArtifactNotFound { .. } => Code::NotFound,
+            Self::InvalidArgument(_)
+            | Self::Wire(_)
+            | Self::BlobHashMismatch { .. }
+            | Self::Split(_) => Code::InvalidArgument,
+            Self::MissingImages { .. } | Self::WrongJobState { .. } | Self::StaleAttempt { .. } => {
+                Code::FailedPrecondition
+            }
+            Self::WorkerStream { .. } | Self::ShuttingDown => Code::Unavailable,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::BadFoldResult { .. }
+            | Self::Database(_)
+            | Self::Corrupt(_)
+            | Self::Io { .. }
+            | Self::Config(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<CoordinatorError> for tonic::Status {
+    fn from(err: CoordinatorError) -> Self {
+        tonic::Status::new(err.code(), err.to_string())
+    }
+}
+
+pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_the_contract() {
+        let status: tonic::Status = CoordinatorError::UnknownJob(JobId::new("job-x")).into();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(status.message(), "unknown job job-x");
+        let mismatch = CoordinatorError::BlobHashMismatch {
+            expected: BlobHash::of(b"a"),
+            actual: BlobHash::of(b"b"),
+        };
+        assert_eq!(mismatch.code(), tonic::Code::InvalidArgument);
+        assert!(mismatch.to_string().contains(&BlobHash::of(b"a").to_hex()));
+        assert_eq!(
+            CoordinatorError::Unauthenticated.code(),
+            tonic::Code::Unauthenticated
+        );
+    }
+}

@@ -1,0 +1,399 @@
+//! The scheduler: accepts jobs, keeps the worker registry, and hands one queued fold to
+//! each free slot, oldest job first.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use foldtrain_proto::{AttemptId, FoldIndex, JobId};
+use tokio::sync::{broadcast, watch};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::attempt::Launch;
+use super::job_spec::JobSpec;
+use super::launcher::FoldLauncher;
+use super::state::{FoldLive, FoldRuntime, JobRuntime, RunningAttempt, State, StopReason};
+use crate::error::{CoordinatorError, Result};
+use crate::store::{self, FoldState, JobState, Store, now_ms};
+
+/// Something happened to a job: watchers re-read its status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    pub job: JobId,
+    pub fold: Option<FoldIndex>,
+    /// Set when a fold finished an epoch.
+    pub epoch: Option<foldtrain_proto::task::EpochRecord>,
+}
+
+/// Scheduling knobs that are not part of any one job.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// How long a worker counts as alive after its last heartbeat.
+    pub lease: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A cheap, clonable handle to the scheduler.
+#[derive(Clone)]
+pub struct Scheduler {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub state: Mutex<State>,
+    pub store: Store,
+    pub launcher: Arc<dyn FoldLauncher>,
+    pub options: SchedulerOptions,
+    pub events: broadcast::Sender<JobEvent>,
+}
+
+impl Scheduler {
+    /// A scheduler over `store`; jobs left unfinished by a previous run are queued again,
+    /// each fold resuming from its latest stored checkpoint.
+    pub async fn new(
+        store: Store,
+        launcher: Arc<dyn FoldLauncher>,
+        options: SchedulerOptions,
+    ) -> Result<Self> {
+        let (events, _) = broadcast::channel(1024);
+        let scheduler = Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                store,
+                launcher,
+                options,
+                events,
+            }),
+        };
+        scheduler.recover().await?;
+        Ok(scheduler)
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.inner.options.lease
+    }
+
+    /// Listens to job events (epochs, state changes).
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.inner.events.subscribe()
+    }
+
+    pub(super) fn notify(
+        &self,
+        job: &JobId,
+        fold: Option<FoldIndex>,
+        epoch: Option<foldtrain_proto::task::EpochRecord>,
+    ) {
+        // No subscriber is fine: nobody is watching.
+        let _ = self.inner.events.send(JobEvent {
+            job: job.clone(),
+            fold,
+            epoch,
+        });
+    }
+
+    /// Validates and stores a job, then queues its folds. Returns once the job is
+    /// committed to the database: an acknowledged job survives a crash.
+    pub async fn submit(&self, spec: JobSpec) -> Result<JobId> {
+        if self.lock().shutting_down {
+            return Err(CoordinatorError::ShuttingDown);
+        }
+        let id = new_job_id();
+        let blobs = self.inner.store.blobs.clone();
+        let job_id = id.clone();
+        // Splitting and checking thousands of blobs is blocking work.
+        let record = tokio::task::spawn_blocking(move || {
+            let record = spec.into_record(job_id, now_ms())?;
+            let missing: Vec<&foldtrain_proto::ImageRef> = record
+                .train
+                .iter()
+                .chain(&record.test)
+                .filter(|i| !blobs.contains(&i.hash))
+                .collect();
+            if let Some(first) = missing.first() {
+                return Err(CoordinatorError::MissingImages {
+                    count: missing.len(),
+                    first: format!("{} ({})", first.name, first.hash),
+                });
+            }
+            Ok(record)
+        })
+        .await
+        .map_err(|e| CoordinatorError::Corrupt(format!("job validation task failed: {e}")))??;
+        let stored = record.clone();
+        self.inner
+            .store
+            .db
+            .call(move |c| store::jobs::insert_job(c, &stored))
+            .await?;
+        let span = info_span!("job", job = %id);
+        span.in_scope(|| {
+            info!(
+                train = record.train.len(),
+                test = record.test.len(),
+                folds = record.folds(),
+                "job submitted"
+            )
+        });
+        {
+            let mut st = self.lock();
+            let folds = record.folds();
+            for k in 0..folds {
+                st.queue.push_back((id.clone(), FoldIndex(k)));
+            }
+            st.jobs.insert(
+                id.clone(),
+                JobRuntime {
+                    state: JobState::Queued,
+                    span,
+                    folds: (0..folds)
+                        .map(|_| FoldRuntime {
+                            state: FoldState::Queued,
+                            attempts: 0,
+                            current: None,
+                            latest: None,
+                            live: FoldLive::default(),
+                        })
+                        .collect(),
+                    record: Arc::new(record),
+                },
+            );
+        }
+        self.notify(&id, None, None);
+        self.dispatch();
+        Ok(id)
+    }
+
+    /// The state of a job the scheduler is still working on.
+    pub fn live_job_state(&self, job: &JobId) -> Option<JobState> {
+        self.lock().jobs.get(job).map(|j| j.state)
+    }
+
+    /// Live numbers of each fold of a running job.
+    pub fn live_folds(&self, job: &JobId) -> Option<Vec<(FoldState, FoldLive)>> {
+        self.lock()
+            .jobs
+            .get(job)
+            .map(|j| j.folds.iter().map(|f| (f.state, f.live.clone())).collect())
+    }
+
+    /// Fails with `StaleAttempt` unless `attempt` is the one whose results count.
+    pub fn check_current(&self, job: &JobId, fold: FoldIndex, attempt: AttemptId) -> Result<()> {
+        let st = self.lock();
+        if st.is_current(job, fold, attempt) {
+            return Ok(());
+        }
+        let current = st
+            .jobs
+            .get(job)
+            .and_then(|j| j.folds.get(fold.0 as usize))
+            .and_then(|f| f.current)
+            .map_or_else(|| "none".to_string(), |a| a.to_string());
+        Err(CoordinatorError::StaleAttempt {
+            job: job.clone(),
+            fold,
+            attempt,
+            current,
+        })
+    }
+
+    /// Hands queued folds to free slots until one or the other runs out.
+    pub fn dispatch(&self) {
+        let mut launches = Vec::new();
+        {
+            let mut st = self.lock();
+            if st.shutting_down {
+                return;
+            }
+            while let Some(target) = st.registry.free_slot() {
+                let Some((job_id, fold)) = next_queued(&mut st) else {
+                    break;
+                };
+                let attempt = AttemptId(st.next_attempt);
+                let Some(job) = st.jobs.get_mut(&job_id) else {
+                    continue;
+                };
+                let first_dispatch = job.state == JobState::Queued;
+                job.state = JobState::Running;
+                let span = job.span.clone();
+                let record = job.record.clone();
+                let f = &mut job.folds[fold.0 as usize];
+                f.state = FoldState::Running;
+                f.attempts += 1;
+                f.current = Some(attempt);
+                f.live = FoldLive {
+                    epochs: record.config.train.epochs,
+                    worker: Some(target.worker.clone()),
+                    ..FoldLive::default()
+                };
+                let (nth, resume) = (f.attempts, f.latest);
+                st.next_attempt += 1;
+                st.registry.occupy(&target, attempt);
+                let (stop, stop_rx) = watch::channel(None);
+                st.running
+                    .insert(attempt, RunningAttempt { job: job_id, stop });
+                let launch = Launch {
+                    job: record,
+                    fold,
+                    attempt,
+                    nth,
+                    target,
+                    resume,
+                    first_dispatch,
+                    stop: stop_rx,
+                };
+                launches.push((launch, span));
+            }
+        }
+        for (launch, job_span) in launches {
+            let span = info_span!(
+                parent: &job_span,
+                "fold_attempt",
+                job = %launch.job.id,
+                fold = launch.fold.0,
+                attempt = launch.attempt.0,
+                worker = %launch.target.worker,
+            );
+            let scheduler = self.clone();
+            tokio::spawn(async move { scheduler.run_attempt(launch).await }.instrument(span));
+        }
+    }
+
+    /// Cancels a job: queued folds are dropped and running attempts stopped.
+    pub async fn cancel(&self, job: &JobId) -> Result<()> {
+        let summary = {
+            let id = job.clone();
+            self.inner
+                .store
+                .db
+                .call(move |c| store::jobs::job_summary(c, &id))
+                .await?
+        };
+        if summary.state.is_terminal() {
+            return Ok(());
+        }
+        self.stop_job(job, JobState::Cancelled, "cancelled by request".into())
+            .await
+    }
+
+    /// Moves an active job to a terminal failure state and stops its attempts.
+    pub(super) async fn stop_job(
+        &self,
+        job: &JobId,
+        state: JobState,
+        message: String,
+    ) -> Result<()> {
+        let span = {
+            let mut st = self.lock();
+            let Some(runtime) = st.jobs.get_mut(job) else {
+                return Ok(());
+            };
+            if !runtime.active() {
+                return Ok(());
+            }
+            runtime.state = state;
+            let span = runtime.span.clone();
+            st.stop_job_attempts(job, &StopReason::JobStopped(message.clone()));
+            span
+        };
+        span.in_scope(|| warn!(state = %state, %message, "job stopped"));
+        let id = job.clone();
+        let fold_state = if state == JobState::Cancelled {
+            FoldState::Cancelled
+        } else {
+            FoldState::Failed
+        };
+        let msg = message.clone();
+        self.inner
+            .store
+            .db
+            .call(move |c| {
+                store::jobs::set_job_state(c, &id, state, &msg)?;
+                store::folds::close_open_folds(c, &id, fold_state)
+            })
+            .await?;
+        self.lock().jobs.remove(job);
+        self.notify(job, None, None);
+        Ok(())
+    }
+
+    /// The state of a job, from memory when live, else from the database.
+    pub async fn job_state(&self, job: &JobId) -> Result<JobState> {
+        if let Some(state) = self.lock().jobs.get(job).map(|j| j.state) {
+            return Ok(state);
+        }
+        let id = job.clone();
+        Ok(self
+            .inner
+            .store
+            .db
+            .call(move |c| store::jobs::job_summary(c, &id))
+            .await?
+            .state)
+    }
+
+    /// Waits until a job reaches a terminal state and returns it.
+    pub async fn wait_job(&self, job: &JobId) -> Result<JobState> {
+        let mut events = self.subscribe();
+        loop {
+            let state = self.job_state(job).await?;
+            if state.is_terminal() {
+                return Ok(state);
+            }
+            match tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    return Err(CoordinatorError::ShuttingDown);
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Stops dispatching and abandons running attempts; they resume after a restart.
+    pub fn shutdown(&self) {
+        let mut st = self.lock();
+        st.shutting_down = true;
+        for running in st.running.values() {
+            running.stop.send_replace(Some(StopReason::Shutdown));
+        }
+    }
+}
+
+/// The next queued fold of a job that is still active.
+fn next_queued(st: &mut State) -> Option<(JobId, FoldIndex)> {
+    while let Some((job, fold)) = st.queue.pop_front() {
+        if st.jobs.get(&job).is_some_and(|j| j.active()) {
+            return Some((job, fold));
+        }
+    }
+    None
+}
+
+/// A fresh job id: time-ordered, with random bits so two coordinators never collide.
+fn new_job_id() -> JobId {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut h = blake3::Hasher::new();
+    h.update(&nanos.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let suffix = &h.finalize().to_hex()[..8];
+    JobId::new(format!("job-{}-{suffix}", now_ms() / 1000))
+}

@@ -1,0 +1,213 @@
+//! The real launcher: calls `Worker.TrainFold` over gRPC and turns the chunked wire
+//! events back into whole domain events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use foldtrain_proto::pb::worker_client::WorkerClient;
+use foldtrain_proto::task::FoldFailure;
+use foldtrain_proto::wire_events::FoldEventAssembler;
+use foldtrain_proto::{
+    AttemptId, BlobHash, FoldEvent, FoldIndex, FoldTask, JobId, MAX_MESSAGE_SIZE, WorkerId, pb,
+};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tonic::transport::Endpoint;
+use tracing::Instrument;
+
+use super::launcher::{FoldEventStream, FoldLauncher, SlotTarget};
+use crate::error::{CoordinatorError, Result};
+
+/// Resume checkpoints up to this size travel inside the task; larger ones are named by
+/// hash and the worker downloads them from the coordinator's blob store.
+pub const INLINE_RESUME_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Launches attempts on workers over gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcLauncher {
+    token: Option<Arc<str>>,
+    max_message_size: usize,
+    connect_timeout: Duration,
+}
+
+impl GrpcLauncher {
+    /// A launcher that authenticates to workers with `token`, when given.
+    pub fn new(token: Option<String>) -> Self {
+        Self {
+            token: token.map(Arc::from),
+            max_message_size: MAX_MESSAGE_SIZE,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+}
+
+/// Who an event must come from: anything else is stale or misrouted.
+#[derive(Debug, Clone)]
+struct Expected {
+    job: JobId,
+    fold: FoldIndex,
+    attempt: AttemptId,
+    worker: WorkerId,
+}
+
+impl FoldLauncher for GrpcLauncher {
+    fn launch(&self, target: &SlotTarget, task: FoldTask) -> FoldEventStream {
+        let mut wire = pb::FoldTask::from(&task);
+        if let Some(resume) = &task.resume
+            && resume.len() > INLINE_RESUME_LIMIT
+        {
+            wire.resume_blob = BlobHash::of(resume).0.to_vec();
+            wire.resume_checkpoint = Vec::new();
+        }
+        let mut request = tonic::Request::new(wire);
+        foldtrain_proto::propagation::inject_trace_context(
+            &tracing::Span::current(),
+            request.metadata_mut(),
+        );
+        let expected = Expected {
+            job: task.job_id.clone(),
+            fold: task.fold,
+            attempt: task.attempt,
+            worker: target.worker.clone(),
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let launcher = self.clone();
+        let address = target.address.clone();
+        tokio::spawn(
+            async move {
+                let result = match launcher.authorize(&mut request) {
+                    Ok(()) => launcher.pump(&address, request, &expected, &tx).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+    }
+}
+
+impl GrpcLauncher {
+    fn authorize(&self, request: &mut tonic::Request<pb::FoldTask>) -> Result<()> {
+        if let Some(token) = &self.token {
+            let value = format!("Bearer {token}").parse().map_err(|_| {
+                CoordinatorError::Config(
+                    "the token contains characters not allowed in a header".into(),
+                )
+            })?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(())
+    }
+
+    /// Streams one attempt's events into `tx` until the worker ends it or `tx` closes.
+    async fn pump(
+        &self,
+        address: &str,
+        request: tonic::Request<pb::FoldTask>,
+        expected: &Expected,
+        tx: &mpsc::Sender<Result<FoldEvent>>,
+    ) -> Result<()> {
+        let lost = |message: String| CoordinatorError::WorkerStream {
+            worker: expected.worker.clone(),
+            message,
+        };
+        let url = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| lost(format!("bad address {url:?}: {e}")))?
+            .connect_timeout(self.connect_timeout)
+            // Keepalives notice a vanished worker even while it sends nothing.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| lost(format!("cannot connect to {url}: {e}")))?;
+        let mut client = WorkerClient::new(channel)
+            .max_decoding_message_size(self.max_message_size)
+            .max_encoding_message_size(self.max_message_size);
+        let mut stream = match client.train_fold(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return reject_or_lose(status, expected, tx).await,
+        };
+        let mut assembler = FoldEventAssembler::new();
+        loop {
+            let message = tokio::select! {
+                // The attempt was abandoned: dropping the stream cancels the call.
+                () = tx.closed() => return Ok(()),
+                message = stream.message() => message,
+            };
+            let event = match message {
+                Ok(Some(event)) => event,
+                // The scheduler treats an end without `Done` as a lost worker.
+                Ok(None) => return Ok(()),
+                Err(status) => return reject_or_lose(status, expected, tx).await,
+            };
+            if event.job_id != expected.job.as_str()
+                || event.fold != expected.fold.0
+                || event.attempt != expected.attempt.0
+            {
+                return Err(CoordinatorError::StaleAttempt {
+                    job: JobId::new(event.job_id),
+                    fold: FoldIndex(event.fold),
+                    attempt: AttemptId(event.attempt),
+                    current: format!(
+                        "{} of fold {} of job {}",
+                        expected.attempt, expected.fold, expected.job
+                    ),
+                });
+            }
+            if let Some(event) = assembler
+                .push(event)
+                .map_err(|e| lost(format!("malformed event: {e}")))?
+                && tx.send(Ok(event)).await.is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A worker that refuses the task itself (bad task, wrong token) will refuse it again:
+/// that fails the job. Anything else (unavailable, reset) counts as a lost worker.
+async fn reject_or_lose(
+    status: tonic::Status,
+    expected: &Expected,
+    tx: &mpsc::Sender<Result<FoldEvent>>,
+) -> Result<()> {
+    use tonic::Code;
+    let permanent = matches!(
+        status.code(),
+        Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::Unimplemented
+    );
+    let message = format!("{:?}: {}", status.code(), status.message());
+    if permanent {
+        let failure = FoldFailure {
+            message: format!("worker {} rejected the task: {message}", expected.worker),
+            retryable: false,
+            cause: "rejected".into(),
+        };
+        let _ = tx.send(Ok(FoldEvent::Failed(failure))).await;
+        return Ok(());
+    }
+    Err(CoordinatorError::WorkerStream {
+        worker: expected.worker.clone(),
+        message,
+    })
+}

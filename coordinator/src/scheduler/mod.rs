@@ -1,0 +1,28 @@
+//! Fold scheduling: the worker registry with heartbeat leases, a FIFO queue of folds,
+//! one attempt per free slot, retries from the latest checkpoint, and the hand-off to
+//! aggregation when a job's folds are all done.
+
+mod attempt;
+mod core;
+mod finalize;
+mod grpc_launcher;
+mod job_spec;
+mod launcher;
+mod recover;
+mod registry;
+mod state;
+mod virtual_worker;
+mod workers;
+
+#[cfg(test)]
+mod grpc_tests;
+#[cfg(test)]
+mod tests;
+
+pub use core::{JobEvent, Scheduler, SchedulerOptions};
+pub use grpc_launcher::GrpcLauncher;
+pub use job_spec::{JobSpec, assign_folds, fold_task};
+pub use launcher::{FoldEventStream, FoldLauncher, SlotTarget};
+pub use registry::{LiveWorker, Slot};
+pub use state::FoldLive;
+pub use virtual_worker::{VirtualBehaviour, VirtualLaunch, VirtualLauncher};

@@ -1,0 +1,18 @@
+//! The coordinator's gRPC server: blobs, jobs, artifacts and worker registration,
+//! behind bearer-token authentication and explicit message size limits.
+
+mod artifacts;
+mod auth;
+mod blobs;
+mod convert;
+mod service;
+mod start;
+mod status;
+
+#[cfg(test)]
+mod tests;
+
+pub use auth::{BearerAuth, constant_time_eq};
+pub use service::CoordinatorService;
+pub use start::{ServerHandle, start, start_with_launcher};
+pub use status::job_status;

@@ -1,0 +1,110 @@
+//! Starting a coordinator in-process: open the store, start the scheduler and serve
+//! gRPC on the configured address (port 0 picks one) until `shutdown` resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use foldtrain_proto::pb::coordinator_server::CoordinatorServer;
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing::info;
+
+use super::auth::BearerAuth;
+use super::service::CoordinatorService;
+use crate::config::ServeConfig;
+use crate::error::{CoordinatorError, Result};
+use crate::scheduler::{FoldLauncher, GrpcLauncher, Scheduler, SchedulerOptions};
+use crate::store::Store;
+
+/// A running coordinator.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    scheduler: Scheduler,
+    task: JoinHandle<Result<()>>,
+}
+
+impl ServerHandle {
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Waits until the server has stopped (after `shutdown` resolved).
+    pub async fn wait(self) -> Result<()> {
+        self.task
+            .await
+            .map_err(|e| CoordinatorError::Corrupt(format!("server task failed: {e}")))?
+    }
+}
+
+/// Starts a coordinator that launches folds on real workers over gRPC.
+pub async fn start(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ServerHandle> {
+    let launcher =
+        GrpcLauncher::new(config.token.clone()).with_max_message_size(config.max_message_size);
+    start_with_launcher(config, Arc::new(launcher), shutdown).await
+}
+
+/// Starts a coordinator with the given launcher (a virtual one in tests and demos).
+pub async fn start_with_launcher(
+    config: ServeConfig,
+    launcher: Arc<dyn FoldLauncher>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ServerHandle> {
+    config.validate()?;
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await
+        .map_err(|e| CoordinatorError::Corrupt(format!("opening the store failed: {e}")))??;
+    let scheduler = Scheduler::new(
+        store,
+        launcher,
+        SchedulerOptions {
+            lease: config.lease,
+        },
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| CoordinatorError::io(format!("binding {}", config.listen), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CoordinatorError::io("reading the bound address", e))?;
+    let service = CoordinatorServer::new(CoordinatorService::new(scheduler.clone()))
+        .max_decoding_message_size(config.max_message_size)
+        .max_encoding_message_size(config.max_message_size);
+    let service = InterceptedService::new(service, BearerAuth::new(config.token.as_deref()));
+    let monitor = scheduler.spawn_lease_monitor();
+    let stopping = scheduler.clone();
+    info!(%addr, data_dir = %config.data_dir.display(), auth = config.token.is_some(), "coordinator listening");
+    let task = tokio::spawn(async move {
+        let result = Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+                shutdown.await;
+                stopping.shutdown();
+            })
+            .await;
+        monitor.abort();
+        result.map_err(|e| CoordinatorError::io("serving gRPC", std::io::Error::other(e)))
+    });
+    Ok(ServerHandle {
+        addr,
+        scheduler,
+        task,
+    })
+}

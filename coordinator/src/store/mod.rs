@@ -1,0 +1,58 @@
+//! Durable coordinator state: SQLite for jobs, folds, attempts, workers, events and
+//! per-epoch metrics; content-addressed blobs on disk; crash-safe artifact files.
+
+mod blobs;
+mod db;
+mod files;
+pub mod folds;
+pub mod jobs;
+mod records;
+mod schema;
+pub mod workers;
+
+#[cfg(test)]
+mod tests;
+
+pub use blobs::{BlobStore, BlobWriter};
+pub use db::Db;
+pub use files::write_atomic;
+pub use folds::ProbabilitySet;
+pub use records::{
+    AttemptRecord, AttemptState, FoldRecord, FoldState, JobRecord, JobState, JobSummary,
+    StoredCheckpoint, WorkerRecord, now_ms,
+};
+pub use schema::SCHEMA_VERSION;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{CoordinatorError, Result};
+
+/// The data directory: `state.sqlite`, `blobs/` and `jobs/<id>/` artifacts.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub db: Db,
+    pub blobs: BlobStore,
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating and migrating as needed) the store in `root`.
+    pub fn open(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| CoordinatorError::io(format!("creating {}", root.display()), e))?;
+        Ok(Self {
+            db: Db::open(&root.join("state.sqlite"))?,
+            blobs: BlobStore::open(root.join("blobs"))?,
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the artifacts of `job` are written.
+    pub fn job_dir(&self, job: &foldtrain_proto::JobId) -> PathBuf {
+        self.root.join("jobs").join(job.as_str())
+    }
+}

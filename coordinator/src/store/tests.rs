@@ -1,0 +1,198 @@
+//! Store round trips: a job stored in one transaction reads back whole, from any
+//! connection, as soon as the insert returns.
+
+use foldtrain_proto::task::{CheckpointKind, EpochRecord, FoldSummary};
+use foldtrain_proto::{AttemptId, BlobHash, FoldIndex, ImageRef, JobConfig, JobId, WorkerId};
+
+use super::*;
+
+fn record() -> JobRecord {
+    let image = |name: &str, label: Option<u32>, group: &str| ImageRef {
+        hash: BlobHash::of(name.as_bytes()),
+        name: name.into(),
+        label,
+        group: group.into(),
+        size: 42,
+    };
+    let mut config = JobConfig::default();
+    config.split.folds = 2;
+    JobRecord {
+        id: JobId::new("job-1"),
+        name: "kvasir".into(),
+        state: JobState::Queued,
+        message: String::new(),
+        config,
+        class_names: vec!["a".into(), "b".into()],
+        train: vec![
+            image("t0.jpg", Some(0), "v1"),
+            image("t1.jpg", Some(1), "v2"),
+            image("t2.jpg", Some(1), "v2"),
+        ],
+        test: vec![image("x0.jpg", None, "")],
+        fold_of: vec![1, 0, 0],
+        created_ms: 1234,
+        finished_ms: None,
+        summary_json: String::new(),
+    }
+}
+
+#[test]
+fn a_stored_job_is_visible_to_other_connections_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let job = record();
+    store
+        .db
+        .call_blocking(|c| jobs::insert_job(c, &job))
+        .unwrap();
+    // A separate connection, as another process (or a restarted one) would open.
+    let other = rusqlite::Connection::open(dir.path().join("state.sqlite")).unwrap();
+    let (state, images, folds): (String, i64, i64) = other
+        .query_row(
+            "SELECT state, (SELECT count(*) FROM job_images WHERE job_id = 'job-1'), \
+             (SELECT count(*) FROM folds WHERE job_id = 'job-1') FROM jobs WHERE id = 'job-1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((state.as_str(), images, folds), ("queued", 4, 2));
+    let back = store
+        .db
+        .call_blocking(|c| jobs::load_job(c, &job.id))
+        .unwrap();
+    assert_eq!(back, job);
+    assert_eq!(back.val_rows(FoldIndex(0)), vec![1, 2]);
+    let missing = store
+        .db
+        .call_blocking(|c| jobs::load_job(c, &JobId::new("nope")))
+        .unwrap_err();
+    assert_eq!(missing.to_string(), "unknown job nope");
+}
+
+#[test]
+fn a_failed_insert_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut job = record();
+    job.id = JobId::new("job-2");
+    // A stray fold row makes the insert fail late, after the job and image rows.
+    store
+        .db
+        .call_blocking(|c| {
+            c.pragma_update(None, "foreign_keys", false)?;
+            c.execute(
+                "INSERT INTO folds (job_id, fold, state) VALUES ('job-2', 1, 'queued')",
+                [],
+            )?;
+            c.pragma_update(None, "foreign_keys", true)?;
+            Ok(())
+        })
+        .unwrap();
+    store
+        .db
+        .call_blocking(|c| jobs::insert_job(c, &job))
+        .unwrap_err();
+    let (jobs, images): (i64, i64) = store
+        .db
+        .call_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM job_images)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .unwrap();
+    assert_eq!((jobs, images), (0, 0));
+}
+
+#[test]
+fn attempts_checkpoints_and_history_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let job = record();
+    store
+        .db
+        .call_blocking(|c| jobs::insert_job(c, &job))
+        .unwrap();
+    let attempt = |id: u64, resumed: u32| AttemptRecord {
+        id: AttemptId(id),
+        job: job.id.clone(),
+        fold: FoldIndex(1),
+        worker: WorkerId::new("w"),
+        slot: 0,
+        state: AttemptState::Running,
+        reason: String::new(),
+        started_ms: 5,
+        ended_ms: None,
+        resumed_from_epoch: resumed,
+    };
+    let epoch = |e: u32| EpochRecord {
+        epoch: e,
+        val_loss: 1.0 / e as f64,
+        ..Default::default()
+    };
+    store
+        .db
+        .call_blocking(|c| {
+            folds::start_attempt(c, &attempt(7, 0))?;
+            for e in 1..=3 {
+                folds::record_epoch(c, &job.id, FoldIndex(1), AttemptId(7), &epoch(e))?;
+            }
+            folds::set_checkpoint(
+                c,
+                &job.id,
+                FoldIndex(1),
+                CheckpointKind::Latest,
+                BlobHash::of(b"e2"),
+                2,
+            )?;
+            folds::end_attempt(c, AttemptId(7), AttemptState::Lost, "gone")?;
+            // The retry resumes after epoch 2: epoch 3 of the lost attempt is dropped.
+            folds::start_attempt(c, &attempt(8, 2))?;
+            folds::record_epoch(c, &job.id, FoldIndex(1), AttemptId(8), &epoch(3))?;
+            folds::finish_fold(
+                c,
+                &job.id,
+                FoldIndex(1),
+                AttemptId(8),
+                &FoldSummary {
+                    best_epoch: 3,
+                    best_val_loss: 0.33,
+                    epochs_run: 3,
+                    early_stopped: false,
+                },
+            )
+        })
+        .unwrap();
+    let (history, fold, attempts, max) = store
+        .db
+        .call_blocking(|c| {
+            Ok((
+                folds::history(c, &job.id, FoldIndex(1))?,
+                folds::folds(c, &job.id)?.remove(1),
+                folds::attempts(c, &job.id)?,
+                folds::max_attempt_id(c)?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(
+        history.iter().map(|e| e.epoch).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(fold.state, FoldState::Done);
+    assert_eq!(fold.attempts, 2);
+    assert_eq!(fold.best_epoch, Some(3));
+    assert_eq!(
+        fold.latest_checkpoint,
+        Some(StoredCheckpoint {
+            blob: BlobHash::of(b"e2"),
+            epoch: 2
+        })
+    );
+    assert_eq!(
+        attempts.iter().map(|a| a.state).collect::<Vec<_>>(),
+        [AttemptState::Lost, AttemptState::Succeeded]
+    );
+    assert_eq!(attempts[0].reason, "gone");
+    assert_eq!(max, AttemptId(8));
+}

@@ -1,0 +1,311 @@
+//! The job configuration (`job.toml`). Every default is the seed notebook's value.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ProtoError;
+
+/// A whole job's configuration, as read from TOML and stored beside the results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobConfig {
+    pub split: SplitConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SplitConfig {
+    pub folds: u32,
+    pub seed: u64,
+    pub shuffle: bool,
+    /// Column holding the group (e.g. video id); folds never share a group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_column: Option<String>,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self {
+            folds: 5,
+            seed: 42,
+            shuffle: true,
+            group_column: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    Densenet121,
+    /// Growth 8, blocks 2-2-2-2: for tests and CPU demos.
+    DensenetTiny,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Densenet121 => "densenet121",
+            Arch::DensenetTiny => "densenet-tiny",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Max,
+    Avg,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// A safetensors file with torchvision parameter names (`features.*`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<String>,
+    pub pooling: Pooling,
+    pub head_units: u32,
+    pub head_l1: f64,
+    pub head_l2: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::Densenet121,
+            pretrained: None,
+            pooling: Pooling::Max,
+            head_units: 2048,
+            head_l1: 0.01,
+            head_l2: 0.01,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalize {
+    /// x / 255, as in the seed.
+    Unit,
+    /// x / 255, then ImageNet mean and std per channel.
+    Imagenet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    /// fp16 autocast with a dynamic loss scaler on CUDA; fp32 (with a warning) on CPU.
+    Amp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeights {
+    None,
+    /// Inverse class frequency, scaled so the weights average to one over the rows.
+    Balanced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resize {
+    Bilinear,
+    /// The Keras `image_dataset_from_directory` default the seed used.
+    Nearest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Augment {
+    Hflip,
+    Vflip,
+    Rot90,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub image_size: u32,
+    pub batch_size: u32,
+    pub epochs: u32,
+    pub lr: f64,
+    /// Keras-style decay: lr / (1 + decay * iterations).
+    pub decay: f64,
+    pub label_smoothing: f64,
+    pub normalize: Normalize,
+    pub resize: Resize,
+    pub early_stopping_patience: u32,
+    pub reduce_lr_factor: f64,
+    pub reduce_lr_patience: u32,
+    pub reduce_lr_min_delta: f64,
+    pub precision: Precision,
+    pub class_weights: ClassWeights,
+    pub augment: Vec<Augment>,
+    /// Attempts per fold before the job fails.
+    pub max_attempts: u32,
+    /// RAM budget for decoded images, per fold.
+    pub cache_bytes: u64,
+    /// Loader threads decoding and resizing images; 0 picks from the core count.
+    pub loader_threads: u32,
+    /// Intra-op threads for libtorch on the training thread; 0 picks from the core count.
+    pub torch_threads: u32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            image_size: 229,
+            batch_size: 32,
+            epochs: 10,
+            lr: 1e-3,
+            decay: 1e-4,
+            label_smoothing: 0.1,
+            normalize: Normalize::Unit,
+            resize: Resize::Bilinear,
+            early_stopping_patience: 5,
+            reduce_lr_factor: 0.1,
+            reduce_lr_patience: 5,
+            reduce_lr_min_delta: 1e-4,
+            precision: Precision::Fp32,
+            class_weights: ClassWeights::None,
+            augment: Vec::new(),
+            max_attempts: 3,
+            cache_bytes: 2 << 30,
+            loader_threads: 0,
+            torch_threads: 0,
+        }
+    }
+}
+
+impl JobConfig {
+    /// Parses TOML; unknown keys are errors so a typo never silently falls back to a default.
+    pub fn from_toml(text: &str) -> Result<Self, ProtoError> {
+        let config: JobConfig =
+            toml::from_str(text).map_err(|e| ProtoError::InvalidConfig(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a JobConfig always serialises")
+    }
+
+    /// Rejects values no training run could use, naming the key at fault.
+    pub fn validate(&self) -> Result<(), ProtoError> {
+        let bad = |key: &str, why: String| Err(ProtoError::InvalidConfig(format!("{key}: {why}")));
+        if self.split.folds < 2 {
+            return bad(
+                "split.folds",
+                format!("must be at least 2, got {}", self.split.folds),
+            );
+        }
+        let t = &self.train;
+        if t.image_size < 32 {
+            return bad(
+                "train.image_size",
+                format!("must be at least 32 px, got {}", t.image_size),
+            );
+        }
+        if t.batch_size == 0 {
+            return bad("train.batch_size", "must be at least 1".into());
+        }
+        if t.epochs == 0 {
+            return bad("train.epochs", "must be at least 1".into());
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            return bad(
+                "train.lr",
+                format!("must be a positive number, got {}", t.lr),
+            );
+        }
+        if !(t.decay.is_finite() && t.decay >= 0.0) {
+            return bad("train.decay", format!("must be >= 0, got {}", t.decay));
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            return bad(
+                "train.label_smoothing",
+                format!("must be in [0, 1), got {}", t.label_smoothing),
+            );
+        }
+        if !(t.reduce_lr_factor > 0.0 && t.reduce_lr_factor < 1.0) {
+            return bad(
+                "train.reduce_lr_factor",
+                format!("must be in (0, 1), got {}", t.reduce_lr_factor),
+            );
+        }
+        if t.max_attempts == 0 {
+            return bad("train.max_attempts", "must be at least 1".into());
+        }
+        let m = &self.model;
+        if m.head_units == 0 {
+            return bad("model.head_units", "must be at least 1".into());
+        }
+        if m.head_l1 < 0.0 || m.head_l2 < 0.0 {
+            return bad("model.head_l1/head_l2", "must be >= 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_seed_recipe() {
+        let c = JobConfig::default();
+        assert_eq!(
+            (c.split.folds, c.split.seed, c.split.shuffle),
+            (5, 42, true)
+        );
+        assert_eq!(c.model.arch, Arch::Densenet121);
+        assert_eq!(c.model.pooling, Pooling::Max);
+        assert_eq!(c.model.head_units, 2048);
+        assert_eq!(
+            (c.train.image_size, c.train.batch_size, c.train.epochs),
+            (229, 32, 10)
+        );
+        assert_eq!(
+            (c.train.lr, c.train.decay, c.train.label_smoothing),
+            (1e-3, 1e-4, 0.1)
+        );
+        assert_eq!(c.train.early_stopping_patience, 5);
+        assert_eq!(
+            (c.train.reduce_lr_factor, c.train.reduce_lr_patience),
+            (0.1, 5)
+        );
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn toml_round_trip_and_partial_files() {
+        let c = JobConfig::from_toml("[train]\nepochs = 3\naugment = [\"hflip\"]\n").unwrap();
+        assert_eq!(c.train.epochs, 3);
+        assert_eq!(c.train.augment, vec![Augment::Hflip]);
+        assert_eq!(c.train.batch_size, 32);
+        assert_eq!(JobConfig::from_toml(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = JobConfig::from_toml("[train]\nepoch = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("epoch"), "{err}");
+        let err = JobConfig::from_toml("[train]\nimage_size = 16\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.image_size") && err.contains("16"),
+            "{err}"
+        );
+        let err = JobConfig::from_toml("[model]\narch = \"resnet\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("resnet"), "{err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! Errors raised at the wire boundary and by domain-type validation.
+
+/// What went wrong converting or validating a contract type.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("missing required field `{0}`")]
+    MissingField(&'static str),
+    #[error("invalid field `{field}`: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+}
+
+impl ProtoError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<ProtoError> for tonic::Status {
+    fn from(err: ProtoError) -> Self {
+        tonic::Status::invalid_argument(err.to_string())
+    }
+}

@@ -1,0 +1,173 @@
+//! DenseNet feature extractor with torchvision's module layout and parameter names.
+
+use tch::Tensor;
+use tch::nn::{self, BatchNorm, Conv2D, ModuleT};
+
+use super::config::DenseNetConfig;
+
+/// torchvision initialises convolutions with `kaiming_normal_` (fan-in, ReLU gain) and
+/// BatchNorm with weight 1, bias 0; tch's BatchNorm default weight init is uniform, so it is set here.
+fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> Conv2D {
+    let cfg = nn::ConvConfig {
+        stride,
+        padding,
+        bias: false,
+        ws_init: nn::init::DEFAULT_KAIMING_NORMAL,
+        ..Default::default()
+    };
+    nn::conv2d(p, c_in, c_out, k, cfg)
+}
+
+fn bn(p: nn::Path, c: i64) -> BatchNorm {
+    // momentum 0.1 and eps 1e-5 are torchvision's (and PyTorch's) BatchNorm2d defaults.
+    let cfg = nn::BatchNormConfig {
+        ws_init: nn::Init::Const(1.0),
+        bs_init: nn::Init::Const(0.0),
+        ..Default::default()
+    };
+    nn::batch_norm2d(p, c, cfg)
+}
+
+/// BN then in-place ReLU, as torchvision's `norm -> relu(inplace=True)` pairs.
+fn bn_relu(x: &Tensor, norm: &BatchNorm, train: bool) -> Tensor {
+    let mut y = x.apply_t(norm, train);
+    let _ = y.relu_();
+    y
+}
+
+#[derive(Debug)]
+struct DenseLayer {
+    norm1: BatchNorm,
+    conv1: Conv2D,
+    norm2: BatchNorm,
+    conv2: Conv2D,
+}
+
+impl DenseLayer {
+    fn new(p: nn::Path, c_in: i64, growth: i64, bn_size: i64) -> Self {
+        Self {
+            norm1: bn(&p / "norm1", c_in),
+            conv1: conv(&p / "conv1", c_in, bn_size * growth, 1, 1, 0),
+            norm2: bn(&p / "norm2", bn_size * growth),
+            conv2: conv(&p / "conv2", bn_size * growth, growth, 3, 1, 1),
+        }
+    }
+
+    /// One layer sees the concatenation of the block input and every earlier layer's output.
+    fn forward_t(&self, inputs: &[Tensor], train: bool) -> Tensor {
+        let x = Tensor::cat(inputs, 1);
+        let x = bn_relu(&x, &self.norm1, train).apply(&self.conv1);
+        bn_relu(&x, &self.norm2, train).apply(&self.conv2)
+    }
+}
+
+#[derive(Debug)]
+struct DenseBlock {
+    layers: Vec<DenseLayer>,
+}
+
+impl DenseBlock {
+    fn forward_t(&self, x: Tensor, train: bool) -> Tensor {
+        let mut features = Vec::with_capacity(self.layers.len() + 1);
+        features.push(x);
+        for layer in &self.layers {
+            let y = layer.forward_t(&features, train);
+            features.push(y);
+        }
+        Tensor::cat(&features, 1)
+    }
+}
+
+#[derive(Debug)]
+struct Transition {
+    norm: BatchNorm,
+    conv: Conv2D,
+}
+
+impl Transition {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        bn_relu(x, &self.norm, train).apply(&self.conv).avg_pool2d(
+            [2, 2],
+            [2, 2],
+            [0, 0],
+            false,
+            true,
+            None,
+        )
+    }
+}
+
+/// `features.*` of torchvision's DenseNet: stem, dense blocks with transitions, and `norm5`.
+/// The output is `norm5`'s, before the final ReLU (as torchvision's `model.features(x)`).
+#[derive(Debug)]
+pub struct DenseNetFeatures {
+    conv0: Conv2D,
+    norm0: BatchNorm,
+    blocks: Vec<DenseBlock>,
+    transitions: Vec<Transition>,
+    norm5: BatchNorm,
+    out_channels: i64,
+}
+
+impl DenseNetFeatures {
+    /// Builds the layers under `p` (normally `root / "features"`).
+    pub fn new(p: &nn::Path, cfg: &DenseNetConfig) -> Self {
+        let conv0 = conv(p / "conv0", 3, cfg.num_init_features, 7, 2, 3);
+        let norm0 = bn(p / "norm0", cfg.num_init_features);
+        let mut channels = cfg.num_init_features;
+        let mut blocks = Vec::with_capacity(cfg.block_config.len());
+        let mut transitions = Vec::with_capacity(cfg.block_config.len().saturating_sub(1));
+        for (i, &n_layers) in cfg.block_config.iter().enumerate() {
+            let bp = p / format!("denseblock{}", i + 1);
+            let layers = (0..n_layers)
+                .map(|j| {
+                    let c_in = channels + j * cfg.growth_rate;
+                    DenseLayer::new(
+                        &bp / format!("denselayer{}", j + 1),
+                        c_in,
+                        cfg.growth_rate,
+                        cfg.bn_size,
+                    )
+                })
+                .collect();
+            blocks.push(DenseBlock { layers });
+            channels += n_layers * cfg.growth_rate;
+            if i + 1 < cfg.block_config.len() {
+                let tp = p / format!("transition{}", i + 1);
+                transitions.push(Transition {
+                    norm: bn(&tp / "norm", channels),
+                    conv: conv(&tp / "conv", channels, channels / 2, 1, 1, 0),
+                });
+                channels /= 2;
+            }
+        }
+        let norm5 = bn(p / "norm5", channels);
+        Self {
+            conv0,
+            norm0,
+            blocks,
+            transitions,
+            norm5,
+            out_channels: channels,
+        }
+    }
+
+    /// Channels of the output feature map.
+    pub fn out_channels(&self) -> i64 {
+        self.out_channels
+    }
+}
+
+impl ModuleT for DenseNetFeatures {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let x = bn_relu(&x.apply(&self.conv0), &self.norm0, train);
+        let mut x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward_t(x, train);
+            if let Some(t) = self.transitions.get(i) {
+                x = t.forward_t(&x, train);
+            }
+        }
+        x.apply_t(&self.norm5, train)
+    }
+}

@@ -1,0 +1,26 @@
+//! DenseNet121 image classifier with torchvision parameter names and the seed's Keras head.
+//!
+//! Variable names (all in one `VarStore`):
+//! - `features.*`: exactly torchvision's DenseNet (`features.conv0`, `features.norm0`,
+//!   `features.denseblock{b}.denselayer{l}.{norm1,conv1,norm2,conv2}`,
+//!   `features.transition{t}.{norm,conv}`, `features.norm5`), so torchvision weights load unchanged;
+//!   BatchNorm variables are `weight`, `bias`, `running_mean`, `running_var`.
+//! - `head.bn0` (BatchNorm1d on pooled features), `head.dense` (Dense(head_units), ReLU, L1L2-penalised
+//!   kernel), `head.bn1` (BatchNorm1d), `head.out` (Dense(classes), logits). Dense weights use PyTorch's
+//!   `[out, in]` layout.
+//!
+//! `scripts/foldtrain_torch.py` rebuilds the same model in PyTorch from saved weights.
+
+mod classifier;
+mod config;
+mod densenet;
+mod error;
+mod head;
+mod weights;
+
+pub use classifier::Classifier;
+pub use config::DenseNetConfig;
+pub use densenet::DenseNetFeatures;
+pub use error::ModelError;
+pub use head::Head;
+pub use weights::{LoadReport, load_pretrained, load_weights, save_weights};
