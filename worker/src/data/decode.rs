@@ -160,6 +160,7 @@ mod tests {
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("empty.jpg", Vec::new()),
             ("half.jpg", jpeg[..jpeg.len() / 2].to_vec()),
+            ("most.jpg", jpeg[..jpeg.len() * 9 / 10].to_vec()),
             ("header-only.jpg", jpeg[..20].to_vec()),
             ("text.jpg", b"this is not an image".to_vec()),
         ];

@@ -238,7 +238,7 @@ fn train(
             let truth: Vec<u32> = batch.labels.iter().map(|&l| l as u32).collect();
             meter.add_batch(value, &truth, &argmax(&logits)?);
             let done = b as u32 + 1;
-            if done % options.progress_every.max(1) == 0 || done == num_batches {
+            if done.is_multiple_of(options.progress_every.max(1)) || done == num_batches {
                 sink.send(FoldEvent::Progress {
                     epoch,
                     batch: done,
