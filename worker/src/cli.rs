@@ -21,7 +21,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "FOLDTRAIN_ADVERTISE")]
     pub advertise: Option<String>,
     /// GPU indices to serve, one fold each (default: every visible GPU).
-    #[arg(long, env = "FOLDTRAIN_GPUS", value_delimiter = ',', conflicts_with = "cpu")]
+    #[arg(
+        long,
+        env = "FOLDTRAIN_GPUS",
+        value_delimiter = ',',
+        conflicts_with = "cpu"
+    )]
     pub gpus: Option<Vec<usize>>,
     /// Train on the CPU even when GPUs are present.
     #[arg(long, env = "FOLDTRAIN_CPU")]
@@ -50,13 +55,18 @@ pub fn run(args: WorkerArgs) -> ExitCode {
     if args.list_devices {
         println!(
             "cuda_available={} cuda_devices={} cudnn={} libtorch_cuda_loaded={}",
-            runtime.cuda_available, runtime.cuda_devices, runtime.cudnn_available, runtime.cuda_library_loaded
+            runtime.cuda_available,
+            runtime.cuda_devices,
+            runtime.cudnn_available,
+            runtime.cuda_library_loaded
         );
         for slot in &slots {
             println!("slot {}", slot.name());
         }
         return ExitCode::SUCCESS;
     }
-    eprintln!("error: serving folds needs the worker service, which this build does not include yet");
+    eprintln!(
+        "error: serving folds needs the worker service, which this build does not include yet"
+    );
     ExitCode::FAILURE
 }

@@ -55,7 +55,11 @@ impl Runtime {
 }
 
 /// The slots to serve: the requested GPUs, every visible GPU, or the CPU.
-pub fn select_slots(gpus: Option<&[usize]>, force_cpu: bool, runtime: &Runtime) -> Result<Vec<Slot>, String> {
+pub fn select_slots(
+    gpus: Option<&[usize]>,
+    force_cpu: bool,
+    runtime: &Runtime,
+) -> Result<Vec<Slot>, String> {
     if force_cpu {
         return Ok(vec![Slot::Cpu]);
     }
@@ -96,8 +100,13 @@ mod tests {
         // The PyTorch wheel ships libtorch_cuda.so beside libtorch.so; when it is there,
         // the link must have pulled it in, or CUDA would silently be missing on GPU boxes.
         let lib_dir = env!("FOLDTRAIN_LIBTORCH_LIB");
-        let shipped = std::path::Path::new(lib_dir).join("libtorch_cuda.so").exists();
-        assert_eq!(runtime.cuda_library_loaded, shipped, "libtorch_cuda.so in {lib_dir}: {shipped}");
+        let shipped = std::path::Path::new(lib_dir)
+            .join("libtorch_cuda.so")
+            .exists();
+        assert_eq!(
+            runtime.cuda_library_loaded, shipped,
+            "libtorch_cuda.so in {lib_dir}: {shipped}"
+        );
         if runtime.cuda_available {
             let on_gpu = t.to_device(Device::Cuda(0));
             assert_eq!(on_gpu.sum(Kind::Float).double_value(&[]), 15.0);
@@ -106,13 +115,32 @@ mod tests {
 
     #[test]
     fn slot_selection() {
-        let cpu_only = Runtime { cuda_available: false, cuda_devices: 0, cudnn_available: false, cuda_library_loaded: true };
-        assert_eq!(select_slots(None, false, &cpu_only).unwrap(), vec![Slot::Cpu]);
+        let cpu_only = Runtime {
+            cuda_available: false,
+            cuda_devices: 0,
+            cudnn_available: false,
+            cuda_library_loaded: true,
+        };
+        assert_eq!(
+            select_slots(None, false, &cpu_only).unwrap(),
+            vec![Slot::Cpu]
+        );
         let err = select_slots(Some(&[0]), false, &cpu_only).unwrap_err();
         assert!(err.contains("--gpus names GPU 0"), "{err}");
-        let two = Runtime { cuda_available: true, cuda_devices: 2, cudnn_available: true, cuda_library_loaded: true };
-        assert_eq!(select_slots(None, false, &two).unwrap(), vec![Slot::Cuda(0), Slot::Cuda(1)]);
-        assert_eq!(select_slots(Some(&[1]), false, &two).unwrap(), vec![Slot::Cuda(1)]);
+        let two = Runtime {
+            cuda_available: true,
+            cuda_devices: 2,
+            cudnn_available: true,
+            cuda_library_loaded: true,
+        };
+        assert_eq!(
+            select_slots(None, false, &two).unwrap(),
+            vec![Slot::Cuda(0), Slot::Cuda(1)]
+        );
+        assert_eq!(
+            select_slots(Some(&[1]), false, &two).unwrap(),
+            vec![Slot::Cuda(1)]
+        );
         assert_eq!(select_slots(None, true, &two).unwrap(), vec![Slot::Cpu]);
     }
 }

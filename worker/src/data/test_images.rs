@@ -12,8 +12,8 @@ pub(crate) fn textured_rgb(width: u32, height: u32, seed: u32) -> RgbImage {
                 ^ y.wrapping_mul(19_349_663)
                 ^ seed.wrapping_mul(83_492_791))
                 % 23;
-            pixels.push(((x * 255 / width.max(1)) as u32 + noise) as u8);
-            pixels.push(((y * 255 / height.max(1)) as u32 + noise) as u8);
+            pixels.push((x * 255 / width.max(1) + noise) as u8);
+            pixels.push((y * 255 / height.max(1) + noise) as u8);
             pixels.push(((seed * 40 + (x + y) * 3) % 256) as u8);
         }
     }
