@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod dataset;
 pub mod error;
+pub mod report;
 pub mod scheduler;
 pub mod server;
 pub mod split;

@@ -2,6 +2,7 @@
 //! the domain types they convert to, the metric functions both sides must agree on, and
 //! the telemetry setup both binaries use.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod ids;

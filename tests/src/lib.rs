@@ -1,5 +1,7 @@
 //! Shared helpers for foldtrain's cross-process and end-to-end tests.
 
+pub mod cluster;
+
 use std::path::PathBuf;
 
 /// Path of a workspace binary built alongside these tests (`foldtrain`, `foldtrain-worker`).

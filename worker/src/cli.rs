@@ -1,11 +1,15 @@
 //! The `foldtrain-worker` command line.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 
-use crate::device::{Runtime, select_slots};
+use crate::device::{Runtime, Slot, select_slots};
+use crate::server::WorkerConfig;
 
 /// Train folds for a foldtrain coordinator, one fold per GPU.
 #[derive(Debug, Parser)]
@@ -37,9 +41,50 @@ pub struct WorkerArgs {
     /// File holding the bearer token the coordinator requires.
     #[arg(long, env = "FOLDTRAIN_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Stable worker id (default: <hostname>-<random hex>).
+    #[arg(long, env = "FOLDTRAIN_WORKER_ID")]
+    pub worker_id: Option<String>,
     /// Print what libtorch sees (CUDA, GPUs, the slots this worker would serve) and exit.
     #[arg(long)]
     pub list_devices: bool,
+}
+
+impl WorkerArgs {
+    /// The library configuration these flags describe, serving `slots`.
+    pub fn into_config(self, slots: Vec<Slot>) -> anyhow::Result<WorkerConfig> {
+        let coordinator = self.coordinator.context(
+            "--coordinator (or FOLDTRAIN_COORDINATOR) is required to serve folds, \
+             e.g. --coordinator http://10.0.0.5:50051",
+        )?;
+        let listen: SocketAddr = self.listen.parse().with_context(|| {
+            format!(
+                "--listen {:?} is not an address like 0.0.0.0:50052",
+                self.listen
+            )
+        })?;
+        let token = self.token_file.as_deref().map(read_token).transpose()?;
+        let config = WorkerConfig {
+            coordinator,
+            listen,
+            advertise: self.advertise,
+            slots,
+            cache_dir: self.cache_dir,
+            token,
+            worker_id: self.worker_id,
+            ..WorkerConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Reads a token file: its first line, trimmed; an empty file is an error.
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    anyhow::ensure!(!token.is_empty(), "token file {} is empty", path.display());
+    Ok(token)
 }
 
 pub fn run(args: WorkerArgs) -> ExitCode {
@@ -65,8 +110,119 @@ pub fn run(args: WorkerArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    eprintln!(
-        "error: serving folds needs the worker service, which this build does not include yet"
-    );
-    ExitCode::FAILURE
+    match serve(args, slots) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: WorkerArgs, slots: Vec<Slot>) -> anyhow::Result<()> {
+    let config = args.into_config(slots)?;
+    let names: Vec<String> = config.slots.iter().map(|s| s.name()).collect();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let handle = crate::server::start(config, shutdown_signal()).await?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "foldtrain-worker {} listening on {} with slots {}",
+            handle.worker_id(),
+            handle.url(),
+            names.join(",")
+        )?;
+        stdout.flush()?;
+        drop(stdout);
+        handle.wait().await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> WorkerArgs {
+        WorkerArgs::try_parse_from(std::iter::once("foldtrain-worker").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn flags_become_a_validated_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "  s3cret  \nignored\n").unwrap();
+        let config = parse(&[
+            "--coordinator",
+            "http://10.0.0.5:50051",
+            "--listen",
+            "0.0.0.0:0",
+            "--token-file",
+            token.to_str().unwrap(),
+            "--worker-id",
+            "gpu-box-1",
+        ])
+        .into_config(vec![Slot::Cuda(0), Slot::Cuda(1)])
+        .unwrap();
+        assert_eq!(config.token.as_deref(), Some("s3cret"));
+        assert_eq!(config.worker_id.as_deref(), Some("gpu-box-1"));
+        assert_eq!(config.slots, vec![Slot::Cuda(0), Slot::Cuda(1)]);
+        assert_eq!(config.listen.port(), 0);
+    }
+
+    #[test]
+    fn missing_or_bad_inputs_are_named() {
+        let err = parse(&[])
+            .into_config(vec![Slot::Cpu])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--coordinator"), "{err}");
+
+        let err = parse(&["--coordinator", "http://c:1", "--listen", "nowhere"])
+            .into_config(vec![Slot::Cpu])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--listen \"nowhere\""), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("empty-token");
+        std::fs::write(&token, "\n").unwrap();
+        let err = parse(&[
+            "--coordinator",
+            "http://c:1",
+            "--token-file",
+            token.to_str().unwrap(),
+        ])
+        .into_config(vec![Slot::Cpu])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("empty-token") && err.contains("is empty"),
+            "{err}"
+        );
+
+        let err = parse(&["--coordinator", "c:1"])
+            .into_config(vec![Slot::Cpu])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("coordinator URL \"c:1\""), "{err}");
+    }
 }

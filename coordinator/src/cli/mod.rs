@@ -1,11 +1,34 @@
 //! The `foldtrain` command line: one subcommand per file.
 
 mod check_data;
+pub mod client;
+pub mod client_error;
+#[cfg(test)]
+mod client_tests;
+pub mod config_args;
 pub mod dataset_args;
+pub mod download;
+pub mod draw;
+pub mod job_json;
+mod jobs;
+pub mod local_workers;
 mod progress;
+mod run;
 pub mod serve;
 mod split;
+mod submit;
+pub mod summary_table;
 mod synth;
+pub mod upload;
+pub mod watch;
+
+pub use client::{Client, ClientArgs};
+pub use client_error::ClientError;
+pub use config_args::{ConfigArgs, ConfigError};
+pub use download::download_results;
+pub use draw::Draw;
+pub use upload::{SubmitOutcome, submit_dataset};
+pub use watch::{WatchOptions, watch_job};
 
 use std::process::ExitCode;
 
@@ -33,6 +56,21 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Write a synthetic capsule-endoscopy data set in the seed's layout.
     Synth(synth::SynthArgs),
+    /// Hash and upload a data set, submit a training job and print its id.
+    Submit(Box<submit::SubmitArgs>),
+    /// Follow a job live until it ends (exit 0 only if it succeeded).
+    Watch(jobs::WatchArgs),
+    /// Show one job in detail, or list every job.
+    Status(jobs::StatusArgs),
+    /// Cancel a job.
+    Cancel(jobs::CancelArgs),
+    /// List the workers the coordinator knows.
+    Workers(jobs::WorkersArgs),
+    /// Download a job's results.
+    Results(jobs::ResultsArgs),
+    /// Train on this machine: an in-process coordinator and local worker processes,
+    /// with the same results as a cluster.
+    Run(Box<run::RunArgs>),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -47,6 +85,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Split(args) => split::split(args),
         Command::Serve(args) => serve::serve(args),
         Command::Synth(args) => synth::synth(args),
+        Command::Submit(args) => submit::submit(*args),
+        Command::Watch(args) => jobs::watch(args),
+        Command::Status(args) => jobs::status(args),
+        Command::Cancel(args) => jobs::cancel(args),
+        Command::Workers(args) => jobs::workers(args),
+        Command::Results(args) => jobs::results(args),
+        Command::Run(args) => run::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,7 @@ use tracing::{Instrument, error, info};
 use super::core::Scheduler;
 use crate::aggregate::{FoldResult, ResultsSummary, write_results};
 use crate::error::{CoordinatorError, Result};
+use crate::report::render_report;
 use crate::store::{self, JobState, Store};
 
 impl Scheduler {
@@ -25,13 +26,26 @@ impl Scheduler {
         tokio::spawn(
             async move {
                 let store = scheduler.inner.store.clone();
-                let result = tokio::task::spawn_blocking(move || aggregate(&store, &record))
-                    .await
-                    .map_err(|e| CoordinatorError::Corrupt(format!("aggregation task failed: {e}")))
-                    .and_then(|r| r);
+                let result = tokio::task::spawn_blocking(move || {
+                    let summary = aggregate(&store, &record)?;
+                    // The results are complete without the report: its failure is recorded
+                    // on the job, never turned into a failed job.
+                    let report = render_report(&store.job_dir(&record.id), &summary, &record);
+                    Ok::<_, CoordinatorError>((summary, report))
+                })
+                .await
+                .map_err(|e| CoordinatorError::Corrupt(format!("aggregation task failed: {e}")))
+                .and_then(|r| r);
                 match result {
-                    Ok(summary) => {
+                    Ok((summary, report)) => {
                         let json = summary.metrics.summary_json();
+                        let message = match report {
+                            Ok(_) => String::new(),
+                            Err(e) => {
+                                error!(error = %e, "rendering the report failed");
+                                format!("results written, but the report failed: {e}")
+                            }
+                        };
                         let id = job.clone();
                         let stored = scheduler
                             .inner
@@ -39,7 +53,7 @@ impl Scheduler {
                             .db
                             .call(move |c| {
                                 store::jobs::set_summary(c, &id, &json)?;
-                                store::jobs::set_job_state(c, &id, JobState::Succeeded, "")
+                                store::jobs::set_job_state(c, &id, JobState::Succeeded, &message)
                             })
                             .await;
                         match stored {

@@ -1,0 +1,233 @@
+//! A connection to a coordinator: the `--coordinator` and `--token-file` flags, the
+//! bearer-token interceptor, explicit message limits, and status-to-message mapping.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use foldtrain_proto::pb::coordinator_client::CoordinatorClient;
+use foldtrain_proto::{JobId, MAX_MESSAGE_SIZE, pb};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use super::client_error::{ClientError, error_chain};
+
+/// Where the coordinator is when no flag or environment variable says.
+pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:50051";
+
+/// How long connecting may take before the coordinator counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The flags every command that talks to a coordinator shares.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// URL of the coordinator (`foldtrain serve`).
+    #[arg(long, env = "FOLDTRAIN_COORDINATOR", default_value = DEFAULT_COORDINATOR, help_heading = "Coordinator")]
+    pub coordinator: String,
+    /// File holding the bearer token the coordinator expects (its first line).
+    #[arg(long, env = "FOLDTRAIN_TOKEN_FILE", help_heading = "Coordinator")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// Reads the token file, if any, and connects.
+    pub async fn connect(&self) -> Result<Client, ClientError> {
+        let token = match &self.token_file {
+            Some(path) => Some(
+                super::serve::read_token(path).map_err(|e| ClientError::Token(format!("{e:#}")))?,
+            ),
+            None => None,
+        };
+        Client::connect(&self.coordinator, token.as_deref()).await
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone, Default)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl BearerToken {
+    pub fn new(token: Option<&str>) -> Result<Self, ClientError> {
+        token
+            .map(|t| {
+                format!("Bearer {t}").parse().map_err(|_| {
+                    ClientError::Token(
+                        "the token must be printable ASCII without spaces".to_string(),
+                    )
+                })
+            })
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The generated client with the token interceptor.
+pub type RpcClient = CoordinatorClient<InterceptedService<Channel, BearerToken>>;
+
+/// A connected coordinator client that knows its URL, so every error can name it.
+/// Cheap to clone; clones share one HTTP/2 connection.
+#[derive(Clone)]
+pub struct Client {
+    rpc: RpcClient,
+    url: String,
+}
+
+impl Client {
+    /// Connects to `url` (http://host:port), failing fast when nothing answers.
+    pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        let bad = |why: &str| ClientError::BadUrl {
+            url: url.to_string(),
+            why: why.to_string(),
+        };
+        if url.starts_with("https://") {
+            return Err(bad("TLS is not supported by this build; use http://"));
+        }
+        if !url.starts_with("http://") {
+            return Err(bad("expected http://HOST:PORT"));
+        }
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| bad(&error_chain(&e)))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            // Pings notice a coordinator that vanished without closing the connection,
+            // so a long watch does not hang on a dead socket.
+            .http2_keep_alive_interval(Duration::from_secs(15))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let interceptor = BearerToken::new(token)?;
+        let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
+            url: url.to_string(),
+            why: error_chain(&e),
+        })?;
+        let rpc = CoordinatorClient::with_interceptor(channel, interceptor)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        Ok(Self {
+            rpc,
+            url: url.to_string(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The raw generated client, for streaming calls.
+    pub fn rpc(&self) -> RpcClient {
+        self.rpc.clone()
+    }
+
+    /// The error for a failed `action` (about `job`, when it is about one).
+    pub fn error(
+        &self,
+        action: &'static str,
+        job: Option<&JobId>,
+        status: tonic::Status,
+    ) -> ClientError {
+        ClientError::from_status(&self.url, action, job, status)
+    }
+
+    /// The full status of one job.
+    pub async fn job(&self, job: &JobId) -> Result<pb::JobStatus, ClientError> {
+        self.rpc()
+            .get_job(get(job))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.error("get job", Some(job), s))
+    }
+
+    /// Every job, without fold details, oldest first as the coordinator lists them.
+    pub async fn jobs(&self) -> Result<Vec<pb::JobStatus>, ClientError> {
+        self.rpc()
+            .list_jobs(pb::ListJobsRequest {})
+            .await
+            .map(|r| r.into_inner().jobs)
+            .map_err(|s| self.error("list jobs", None, s))
+    }
+
+    /// Cancels a job; its status afterwards.
+    pub async fn cancel(&self, job: &JobId) -> Result<pb::JobStatus, ClientError> {
+        self.rpc()
+            .cancel_job(get(job))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.error("cancel job", Some(job), s))
+    }
+
+    /// Every worker the coordinator knows, alive or not.
+    pub async fn workers(&self) -> Result<Vec<pb::WorkerStatus>, ClientError> {
+        self.rpc()
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .map(|r| r.into_inner().workers)
+            .map_err(|s| self.error("list workers", None, s))
+    }
+}
+
+/// The request naming one job.
+pub fn get(job: &JobId) -> pb::GetJobRequest {
+    pb::GetJobRequest {
+        job_id: job.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Harness {
+        #[command(flatten)]
+        client: ClientArgs,
+    }
+
+    #[test]
+    fn flags_and_token_header() {
+        let h = Harness::try_parse_from(["x", "--coordinator", "http://h:1"]).unwrap();
+        assert_eq!(h.client.coordinator, "http://h:1");
+        let mut t = BearerToken::new(Some("s3cret")).unwrap();
+        let r = t.call(tonic::Request::new(())).unwrap();
+        assert_eq!(r.metadata().get("authorization").unwrap(), "Bearer s3cret");
+        let r = BearerToken::default()
+            .call(tonic::Request::new(()))
+            .unwrap();
+        assert!(r.metadata().get("authorization").is_none());
+        assert!(BearerToken::new(Some("bad\ntoken")).is_err());
+    }
+
+    #[tokio::test]
+    async fn bad_and_unreachable_urls_are_named() {
+        let err = Client::connect("127.0.0.1:1", None).await.err().unwrap();
+        assert!(err.to_string().contains("http://"), "{err}");
+        // A port nothing listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let err = Client::connect(&url, None).await.err().unwrap();
+        let text = err.to_string();
+        assert!(
+            text.contains(&url) && text.contains("is `foldtrain serve` running?"),
+            "{text}"
+        );
+    }
+}

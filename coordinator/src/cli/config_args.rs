@@ -1,0 +1,423 @@
+//! The job configuration flags `submit` and `run` share: `--config job.toml` plus one
+//! override flag per cheap-to-change setting, resolved into a validated `JobConfig`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use foldtrain_proto::JobConfig;
+use foldtrain_proto::config::{Arch, Augment, ClassWeights, Normalize, Pooling, Precision, Resize};
+use serde::de::DeserializeOwned;
+use serde::de::value::{Error as ValueError, StrDeserializer};
+
+use super::dataset_args::DatasetArgs;
+
+/// Why the job configuration could not be resolved; every variant names its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{flag} {value}: {message}")]
+    Override {
+        flag: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error("--group-column {flag:?} disagrees with split.group_column = {file:?} in {path}")]
+    GroupColumn {
+        flag: String,
+        file: String,
+        path: PathBuf,
+    },
+}
+
+/// Parses a lowercase config value (e.g. `densenet-tiny`, `amp`) the way the TOML does.
+fn config_value<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    T::deserialize(StrDeserializer::<ValueError>::new(text)).map_err(|e| e.to_string())
+}
+
+/// A flag's value as the user typed it (enums in their lowercase config spelling).
+fn shown<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(","),
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The job configuration: a TOML file and flags that override its values.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// Job configuration (TOML, see `foldtrain default-config`); the flags below override it.
+    #[arg(long, env = "FOLDTRAIN_CONFIG", help_heading = "Job configuration")]
+    pub config: Option<PathBuf>,
+    /// Folds (k) [split.folds].
+    #[arg(long, env = "FOLDTRAIN_FOLDS", help_heading = "Job configuration")]
+    pub folds: Option<u32>,
+    /// Seed of the fold split [split.seed].
+    #[arg(long, env = "FOLDTRAIN_SEED", help_heading = "Job configuration")]
+    pub seed: Option<u64>,
+    /// Keep each class's rows in file order when splitting [split.shuffle = false].
+    #[arg(long, env = "FOLDTRAIN_NO_SHUFFLE", help_heading = "Job configuration")]
+    pub no_shuffle: bool,
+    /// Maximum epochs per fold [train.epochs].
+    #[arg(long, env = "FOLDTRAIN_EPOCHS", help_heading = "Job configuration")]
+    pub epochs: Option<u32>,
+    /// Images per batch [train.batch_size].
+    #[arg(long, env = "FOLDTRAIN_BATCH_SIZE", help_heading = "Job configuration")]
+    pub batch_size: Option<u32>,
+    /// Side of the square input, in pixels [train.image_size].
+    #[arg(long, env = "FOLDTRAIN_IMAGE_SIZE", help_heading = "Job configuration")]
+    pub image_size: Option<u32>,
+    /// Adam learning rate [train.lr].
+    #[arg(long, env = "FOLDTRAIN_LR", help_heading = "Job configuration")]
+    pub lr: Option<f64>,
+    /// Keras-style learning-rate decay per iteration [train.decay].
+    #[arg(long, env = "FOLDTRAIN_DECAY", help_heading = "Job configuration")]
+    pub decay: Option<f64>,
+    /// Label smoothing in [0, 1) [train.label_smoothing].
+    #[arg(
+        long,
+        env = "FOLDTRAIN_LABEL_SMOOTHING",
+        help_heading = "Job configuration"
+    )]
+    pub label_smoothing: Option<f64>,
+    /// Early-stopping patience in epochs [train.early_stopping_patience].
+    #[arg(long, env = "FOLDTRAIN_PATIENCE", help_heading = "Job configuration")]
+    pub patience: Option<u32>,
+    /// Mixed precision: fp32 or amp [train.precision].
+    #[arg(long, env = "FOLDTRAIN_PRECISION", value_parser = config_value::<Precision>, help_heading = "Job configuration")]
+    pub precision: Option<Precision>,
+    /// Class weights in the loss: none or balanced [train.class_weights].
+    #[arg(long, env = "FOLDTRAIN_CLASS_WEIGHTS", value_parser = config_value::<ClassWeights>, help_heading = "Job configuration")]
+    pub class_weights: Option<ClassWeights>,
+    /// Input normalisation: unit or imagenet [train.normalize].
+    #[arg(long, env = "FOLDTRAIN_NORMALIZE", value_parser = config_value::<Normalize>, help_heading = "Job configuration")]
+    pub normalize: Option<Normalize>,
+    /// Resize filter: bilinear or nearest [train.resize].
+    #[arg(long, env = "FOLDTRAIN_RESIZE", value_parser = config_value::<Resize>, help_heading = "Job configuration")]
+    pub resize: Option<Resize>,
+    /// Augmentations, comma-separated: hflip, vflip, rot90 [train.augment].
+    #[arg(long, env = "FOLDTRAIN_AUGMENT", value_delimiter = ',', value_parser = config_value::<Augment>, help_heading = "Job configuration")]
+    pub augment: Option<Vec<Augment>>,
+    /// Attempts per fold before the job fails [train.max_attempts].
+    #[arg(
+        long,
+        env = "FOLDTRAIN_MAX_ATTEMPTS",
+        help_heading = "Job configuration"
+    )]
+    pub max_attempts: Option<u32>,
+    /// Image-loading threads per fold, 0 = from the core count [train.loader_threads].
+    #[arg(
+        long,
+        env = "FOLDTRAIN_LOADER_THREADS",
+        help_heading = "Job configuration"
+    )]
+    pub loader_threads: Option<u32>,
+    /// libtorch threads per fold, 0 = from the core count [train.torch_threads].
+    #[arg(
+        long,
+        env = "FOLDTRAIN_TORCH_THREADS",
+        help_heading = "Job configuration"
+    )]
+    pub torch_threads: Option<u32>,
+    /// Network: densenet121 or densenet-tiny [model.arch].
+    #[arg(long, env = "FOLDTRAIN_ARCH", value_parser = config_value::<Arch>, help_heading = "Job configuration")]
+    pub arch: Option<Arch>,
+    /// Safetensors file of torchvision DenseNet weights, as a path on the workers
+    /// [model.pretrained].
+    #[arg(long, env = "FOLDTRAIN_PRETRAINED", help_heading = "Job configuration")]
+    pub pretrained: Option<PathBuf>,
+    /// Global pooling before the head: max or avg [model.pooling].
+    #[arg(long, env = "FOLDTRAIN_POOLING", value_parser = config_value::<Pooling>, help_heading = "Job configuration")]
+    pub pooling: Option<Pooling>,
+    /// Units of the dense head layer [model.head_units].
+    #[arg(long, env = "FOLDTRAIN_HEAD_UNITS", help_heading = "Job configuration")]
+    pub head_units: Option<u32>,
+}
+
+/// One applied override: the config key it set, the flag and the value given.
+struct Applied {
+    key: &'static str,
+    flag: &'static str,
+    value: String,
+}
+
+impl ConfigArgs {
+    /// The validated job configuration: the file (or the defaults), then every flag
+    /// given. Errors name the file and key, or the flag and value, at fault.
+    ///
+    /// The group column is reconciled both ways: `--group-column` sets
+    /// `split.group_column`, and a group column from the file makes the data set be
+    /// read with groups.
+    pub fn resolve(&self, dataset: &mut DatasetArgs) -> Result<JobConfig, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                JobConfig::from_toml(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => JobConfig::default(),
+        };
+        let applied = self.apply(&mut config);
+        match (&dataset.group_column, &config.split.group_column) {
+            (Some(flag), Some(file)) if flag != file => {
+                return Err(ConfigError::GroupColumn {
+                    flag: flag.clone(),
+                    file: file.clone(),
+                    path: self.config.clone().unwrap_or_default(),
+                });
+            }
+            (Some(flag), _) => config.split.group_column = Some(flag.clone()),
+            (None, Some(file)) => dataset.group_column = Some(file.clone()),
+            (None, None) => {}
+        }
+        config.validate().map_err(|e| {
+            let message = match &e {
+                foldtrain_proto::ProtoError::InvalidConfig(m) => m.clone(),
+                other => other.to_string(),
+            };
+            match applied.iter().find(|a| message.starts_with(a.key)) {
+                Some(a) => ConfigError::Override {
+                    flag: a.flag,
+                    value: a.value.clone(),
+                    message,
+                },
+                // Only flags can make a file that parsed invalid; defaults are valid.
+                None => ConfigError::Parse {
+                    path: self.config.clone().unwrap_or_default(),
+                    message,
+                },
+            }
+        })?;
+        Ok(config)
+    }
+
+    fn apply(&self, config: &mut JobConfig) -> Vec<Applied> {
+        let mut applied = Vec::new();
+        macro_rules! set {
+            ($field:expr, $flag:literal, $key:literal, $target:expr) => {
+                if let Some(value) = &$field {
+                    applied.push(Applied {
+                        key: $key,
+                        flag: $flag,
+                        value: shown(value),
+                    });
+                    $target = value.clone();
+                }
+            };
+        }
+        let (s, t, m) = (&mut config.split, &mut config.train, &mut config.model);
+        set!(self.folds, "--folds", "split.folds", s.folds);
+        set!(self.seed, "--seed", "split.seed", s.seed);
+        if self.no_shuffle {
+            s.shuffle = false;
+        }
+        set!(self.epochs, "--epochs", "train.epochs", t.epochs);
+        set!(
+            self.batch_size,
+            "--batch-size",
+            "train.batch_size",
+            t.batch_size
+        );
+        set!(
+            self.image_size,
+            "--image-size",
+            "train.image_size",
+            t.image_size
+        );
+        set!(self.lr, "--lr", "train.lr", t.lr);
+        set!(self.decay, "--decay", "train.decay", t.decay);
+        set!(
+            self.label_smoothing,
+            "--label-smoothing",
+            "train.label_smoothing",
+            t.label_smoothing
+        );
+        set!(
+            self.patience,
+            "--patience",
+            "train.early_stopping_patience",
+            t.early_stopping_patience
+        );
+        set!(
+            self.precision,
+            "--precision",
+            "train.precision",
+            t.precision
+        );
+        set!(
+            self.class_weights,
+            "--class-weights",
+            "train.class_weights",
+            t.class_weights
+        );
+        set!(
+            self.normalize,
+            "--normalize",
+            "train.normalize",
+            t.normalize
+        );
+        set!(self.resize, "--resize", "train.resize", t.resize);
+        set!(self.augment, "--augment", "train.augment", t.augment);
+        set!(
+            self.max_attempts,
+            "--max-attempts",
+            "train.max_attempts",
+            t.max_attempts
+        );
+        set!(
+            self.loader_threads,
+            "--loader-threads",
+            "train.loader_threads",
+            t.loader_threads
+        );
+        set!(
+            self.torch_threads,
+            "--torch-threads",
+            "train.torch_threads",
+            t.torch_threads
+        );
+        set!(self.arch, "--arch", "model.arch", m.arch);
+        if let Some(path) = &self.pretrained {
+            m.pretrained = Some(path.display().to_string());
+        }
+        set!(self.pooling, "--pooling", "model.pooling", m.pooling);
+        set!(
+            self.head_units,
+            "--head-units",
+            "model.head_units",
+            m.head_units
+        );
+        applied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Harness {
+        #[command(flatten)]
+        dataset: DatasetArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+    }
+
+    fn resolve(args: &[&str]) -> Result<(JobConfig, DatasetArgs), String> {
+        let mut h = Harness::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        let config = h
+            .config
+            .resolve(&mut h.dataset)
+            .map_err(|e| e.to_string())?;
+        Ok((config, h.dataset))
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(
+            &path,
+            "[split]\nfolds = 3\ngroup_column = \"video_id\"\n[train]\nepochs = 7\nbatch_size = 8\n",
+        )
+        .unwrap();
+        let (c, dataset) = resolve(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--arch",
+            "densenet-tiny",
+            "--precision",
+            "amp",
+            "--augment",
+            "hflip,rot90",
+            "--lr",
+            "0.01",
+            "--no-shuffle",
+            "--pretrained",
+            "/models/densenet121.safetensors",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.split.folds, c.train.epochs, c.train.batch_size),
+            (3, 2, 8)
+        );
+        assert_eq!(c.model.arch, Arch::DensenetTiny);
+        assert_eq!(c.train.precision, Precision::Amp);
+        assert_eq!(c.train.augment, vec![Augment::Hflip, Augment::Rot90]);
+        assert_eq!(c.train.lr, 0.01);
+        assert!(!c.split.shuffle);
+        assert_eq!(
+            c.model.pretrained.as_deref(),
+            Some("/models/densenet121.safetensors")
+        );
+        // The file's group column makes the data set be read with groups.
+        assert_eq!(dataset.group_column.as_deref(), Some("video_id"));
+
+        let (c, _) = resolve(&["--group-column", "patient", "--folds", "4"]).unwrap();
+        assert_eq!(c.split.group_column.as_deref(), Some("patient"));
+        assert_eq!(c.split.folds, 4);
+        assert_eq!(resolve(&[]).unwrap().0, JobConfig::default());
+        let err = resolve(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--group-column",
+            "patient",
+        ])
+        .unwrap_err();
+        assert!(err.contains("patient") && err.contains("video_id"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_file_key_flag_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(&path, "[train]\nepoch = 3\n").unwrap();
+        let err = resolve(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(
+            err.contains(path.to_str().unwrap()) && err.contains("epoch"),
+            "{err}"
+        );
+        std::fs::write(&path, "[train]\nimage_size = 8\n").unwrap();
+        let err = resolve(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(
+            err.contains("job.toml") && err.contains("train.image_size") && err.contains('8'),
+            "{err}"
+        );
+        let err = resolve(&["--epochs", "0"]).unwrap_err();
+        assert!(
+            err.starts_with("--epochs 0: train.epochs: must be at least 1"),
+            "{err}"
+        );
+        let err = resolve(&["--label-smoothing", "1.5"]).unwrap_err();
+        assert!(err.starts_with("--label-smoothing 1.5:"), "{err}");
+        let err = resolve(&["--arch", "resnet50"]).unwrap_err();
+        assert!(
+            err.contains("resnet50") && err.contains("densenet121"),
+            "{err}"
+        );
+        let err = resolve(&["--config", "/nonexistent/job.toml"]).unwrap_err();
+        assert!(err.contains("/nonexistent/job.toml"), "{err}");
+    }
+}

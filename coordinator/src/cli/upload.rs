@@ -1,0 +1,285 @@
+//! Submitting a loaded data set: ask which blobs the coordinator lacks, stream only
+//! those from disk in chunks, then submit the job's manifest and configuration.
+
+use std::collections::HashSet;
+
+use foldtrain_proto::{BlobHash, CHUNK_SIZE, ImageRef, JobConfig, JobId, pb};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::client::Client;
+use super::client_error::ClientError;
+use super::draw::Draw;
+use crate::dataset::{Dataset, Entry};
+
+/// Hashes per MissingBlobs request: about 600 KB, far below any message limit.
+const MISSING_BATCH: usize = 16 * 1024;
+
+/// Bytes per UploadBlobs stream. Each stored blob survives a broken stream, but a
+/// bounded stream bounds what a failure costs and keeps each call's work visible.
+const UPLOAD_BATCH_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What a submission did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitOutcome {
+    pub job_id: JobId,
+    /// Images the coordinator lacked and received now.
+    pub blobs_uploaded: u64,
+    pub bytes_uploaded: u64,
+}
+
+/// Uploads the images the coordinator lacks and submits the job.
+///
+/// A group column the data set was read with becomes the split's group column when
+/// the configuration names none; a configuration that names one the data set was not
+/// read with is refused.
+pub async fn submit_dataset(
+    client: &Client,
+    dataset: &Dataset,
+    mut config: JobConfig,
+    name: &str,
+    draw: Draw,
+) -> Result<SubmitOutcome, ClientError> {
+    match (&config.split.group_column, &dataset.group_column) {
+        (None, Some(column)) => config.split.group_column = Some(column.clone()),
+        (Some(wanted), read) if read.as_ref() != Some(wanted) => {
+            return Err(ClientError::Invalid(format!(
+                "the config groups by split.group_column = {wanted:?} but the data set was read \
+                 without it; pass --group-column {wanted}"
+            )));
+        }
+        _ => {}
+    }
+    if let Some(w) = dataset.classes.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(ClientError::Invalid(format!(
+            "class names must be distinct and sorted: {:?} comes before {:?}",
+            w[0], w[1]
+        )));
+    }
+    let missing = missing_entries(client, dataset).await?;
+    let (blobs_uploaded, bytes_uploaded) = upload(client, &missing, draw).await?;
+    let request = pb::SubmitJobRequest {
+        config: Some(pb::JobConfig {
+            toml: config.to_toml(),
+        }),
+        class_names: dataset.classes.clone(),
+        train: dataset.train.iter().map(wire_ref).collect(),
+        test: dataset.test.iter().map(wire_ref).collect(),
+        name: name.to_string(),
+    };
+    let job_id = client
+        .rpc()
+        .submit_job(request)
+        .await
+        .map_err(|s| client.error("submit job", None, s))?
+        .into_inner()
+        .job_id;
+    Ok(SubmitOutcome {
+        job_id: JobId::new(job_id),
+        blobs_uploaded,
+        bytes_uploaded,
+    })
+}
+
+fn wire_ref(entry: &Entry) -> pb::ImageRef {
+    pb::ImageRef::from(&ImageRef::from(entry))
+}
+
+/// One entry per distinct image the coordinator does not hold yet, in data set order.
+async fn missing_entries<'a>(
+    client: &Client,
+    dataset: &'a Dataset,
+) -> Result<Vec<&'a Entry>, ClientError> {
+    let mut seen = HashSet::new();
+    let unique: Vec<&Entry> = dataset
+        .train
+        .iter()
+        .chain(&dataset.test)
+        .filter(|e| seen.insert(e.hash))
+        .collect();
+    let mut missing: HashSet<BlobHash> = HashSet::new();
+    for batch in unique.chunks(MISSING_BATCH) {
+        let request = pb::MissingBlobsRequest {
+            hashes: batch.iter().map(|e| e.hash.0.to_vec()).collect(),
+        };
+        let response = client
+            .rpc()
+            .missing_blobs(request)
+            .await
+            .map_err(|s| client.error("missing blobs", None, s))?
+            .into_inner();
+        for raw in response.missing {
+            let hash = BlobHash::from_slice(&raw).map_err(|e| {
+                ClientError::Invalid(format!("the coordinator sent a malformed hash: {e}"))
+            })?;
+            missing.insert(hash);
+        }
+    }
+    Ok(unique
+        .into_iter()
+        .filter(|e| missing.contains(&e.hash))
+        .collect())
+}
+
+/// Streams `entries` in bounded batches; returns (blobs, bytes) the coordinator stored.
+async fn upload(
+    client: &Client,
+    entries: &[&Entry],
+    draw: Draw,
+) -> Result<(u64, u64), ClientError> {
+    if entries.is_empty() {
+        return Ok((0, 0));
+    }
+    let total_bytes: u64 = entries.iter().map(|e| e.size).sum();
+    let bar = ProgressBar::with_draw_target(Some(total_bytes), draw.target());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+        )
+        .expect("the template is valid"),
+    );
+    let files = Progress {
+        bar: bar.clone(),
+        total: entries.len(),
+    };
+    let (mut blobs, mut bytes, mut done) = (0u64, 0u64, 0usize);
+    for batch in batches(entries) {
+        let (tx, rx) = mpsc::channel(4);
+        let paths: Vec<(std::path::PathBuf, BlobHash)> =
+            batch.iter().map(|e| (e.path.clone(), e.hash)).collect();
+        let progress = files.clone();
+        let producer = tokio::spawn(send_files(paths, tx, progress, done));
+        let response = client.rpc().upload_blobs(ReceiverStream::new(rx)).await;
+        // A local read error explains a failed upload better than the server's view
+        // of a stream that ended early.
+        producer
+            .await
+            .map_err(|e| ClientError::Invalid(format!("the upload task failed: {e}")))??;
+        let response = response
+            .map_err(|s| client.error("upload blobs", None, s))?
+            .into_inner();
+        blobs += response.blobs;
+        bytes += response.bytes;
+        done += batch.len();
+    }
+    bar.finish_and_clear();
+    if blobs != entries.len() as u64 {
+        return Err(ClientError::Invalid(format!(
+            "the coordinator stored {blobs} of the {} images sent",
+            entries.len()
+        )));
+    }
+    Ok((blobs, bytes))
+}
+
+/// Consecutive runs of entries of at most [`UPLOAD_BATCH_BYTES`] (at least one each).
+fn batches<'a, 'b>(entries: &'b [&'a Entry]) -> Vec<&'b [&'a Entry]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0u64);
+    for (i, e) in entries.iter().enumerate() {
+        if i > start && size + e.size > UPLOAD_BATCH_BYTES {
+            out.push(&entries[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += e.size;
+    }
+    out.push(&entries[start..]);
+    out
+}
+
+#[derive(Clone)]
+struct Progress {
+    bar: ProgressBar,
+    total: usize,
+}
+
+impl Progress {
+    fn files_done(&self, n: usize) {
+        self.bar
+            .set_message(format!("uploading {n}/{} images", self.total));
+    }
+}
+
+/// Reads each file in chunks and sends them, hashing as it goes so a file that changed
+/// since it was hashed is caught here, with its path, before its last chunk is sent.
+/// Stops quietly when the receiver is gone (the RPC failed; its error is reported).
+async fn send_files(
+    files: Vec<(std::path::PathBuf, BlobHash)>,
+    tx: mpsc::Sender<pb::BlobChunk>,
+    progress: Progress,
+    done_before: usize,
+) -> Result<(), ClientError> {
+    for (n, (path, hash)) in files.into_iter().enumerate() {
+        progress.files_done(done_before + n);
+        let io = |e| ClientError::io(format!("reading {}", path.display()), e);
+        let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
+        let size = file.metadata().await.map_err(io)?.len();
+        let mut hasher = blake3::Hasher::new();
+        let mut offset = 0u64;
+        loop {
+            let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
+            let mut data = vec![0u8; len];
+            file.read_exact(&mut data).await.map_err(io)?;
+            hasher.update(&data);
+            let last = offset + len as u64 == size;
+            if last && BlobHash::from(hasher.finalize()) != hash {
+                return Err(ClientError::ChangedFile {
+                    path,
+                    expected: hash.to_hex(),
+                });
+            }
+            let chunk = pb::BlobChunk {
+                hash: hash.0.to_vec(),
+                offset,
+                data,
+                last,
+            };
+            if tx.send(chunk).await.is_err() {
+                return Ok(());
+            }
+            progress.bar.inc(len as u64);
+            offset += len as u64;
+            if last {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn entry(size: u64) -> Entry {
+        Entry {
+            name: format!("{size}"),
+            path: PathBuf::new(),
+            label: None,
+            group: None,
+            size,
+            hash: BlobHash::of(&size.to_le_bytes()),
+        }
+    }
+
+    #[test]
+    fn upload_batches_are_bounded() {
+        let big = UPLOAD_BATCH_BYTES / 2 + 1;
+        let entries = [
+            entry(big),
+            entry(big),
+            entry(10),
+            entry(3 * UPLOAD_BATCH_BYTES),
+        ];
+        let refs: Vec<&Entry> = entries.iter().collect();
+        let sizes: Vec<usize> = batches(&refs).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [1, 2, 1]);
+        let one = [entry(1)];
+        let refs: Vec<&Entry> = one.iter().collect();
+        assert_eq!(batches(&refs).len(), 1);
+    }
+}

@@ -1,0 +1,207 @@
+//! One fold attempt on this worker: fetch the blobs it lacks, train on a dedicated
+//! thread, and forward every event, chunked, into the `TrainFold` response stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use foldtrain_proto::task::FoldFailure;
+use foldtrain_proto::wire_events::encode_fold_event;
+use foldtrain_proto::{AttemptId, BlobHash, FoldEvent, FoldIndex, FoldTask, JobId, pb};
+use tokio::sync::mpsc;
+use tonic::Status;
+use tracing::{info, warn};
+
+use super::WorkerError;
+use super::fetch::{Wanted, fetch_missing};
+use super::service::Shared;
+use super::slots::SlotLease;
+use crate::data::HashDirSource;
+use crate::train::{EventSink, SinkClosed, TrainError, run_fold};
+
+pub type EventSender = mpsc::Sender<Result<pb::FoldEvent, Status>>;
+
+/// Everything one accepted attempt needs.
+pub struct Attempt {
+    pub task: FoldTask,
+    pub resume_blob: Option<BlobHash>,
+    pub lease: SlotLease,
+    pub cancel: Arc<AtomicBool>,
+    pub tx: EventSender,
+}
+
+/// The training thread's view of the response stream. Blocks while the stream is full,
+/// so checkpoints are never dropped and memory stays bounded.
+struct WireSink {
+    tx: EventSender,
+    job: JobId,
+    fold: FoldIndex,
+    attempt: AttemptId,
+    lease: Option<SlotLease>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl EventSink for WireSink {
+    fn send(&mut self, event: FoldEvent) -> Result<(), SinkClosed> {
+        // A worker that shuts down ends its streams without a verdict, so the
+        // coordinator counts the attempt as lost and retries it elsewhere.
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(SinkClosed);
+        }
+        if matches!(event, FoldEvent::Done(_) | FoldEvent::Failed(_)) {
+            // run_fold sends its verdict after the model and optimizer are dropped: the
+            // slot is free now, and must be before the coordinator hears of it, since
+            // it may dispatch the next fold to this slot at once.
+            self.lease = None;
+        }
+        for wire in encode_fold_event(&self.job, self.fold, self.attempt, &event) {
+            self.tx.blocking_send(Ok(wire)).map_err(|_| SinkClosed)?;
+        }
+        Ok(())
+    }
+}
+
+/// The blobs of every image of the task, and of the resume checkpoint when it comes
+/// by reference.
+fn wanted(task: &FoldTask, resume_blob: Option<BlobHash>) -> Vec<Wanted> {
+    let images = task.train.iter().chain(&task.val).chain(&task.test);
+    let mut wanted: Vec<Wanted> = images
+        .map(|i| Wanted {
+            hash: i.hash,
+            name: i.name.clone(),
+        })
+        .collect();
+    if let Some(hash) = resume_blob {
+        wanted.push(Wanted {
+            hash,
+            name: format!("resume checkpoint of fold {}", task.fold),
+        });
+    }
+    wanted
+}
+
+async fn send_failure(tx: &EventSender, task: &FoldTask, failure: FoldFailure) {
+    for wire in encode_fold_event(
+        &task.job_id,
+        task.fold,
+        task.attempt,
+        &FoldEvent::Failed(failure),
+    ) {
+        if tx.send(Ok(wire)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs the attempt to its end; every outcome reaches the caller as an event or status.
+pub async fn run_attempt(shared: Arc<Shared>, attempt: Attempt) {
+    let Attempt {
+        task,
+        resume_blob,
+        lease,
+        cancel,
+        tx,
+    } = attempt;
+    // The caller dropping the stream (an abandoned attempt) stops training.
+    let watcher = {
+        let (tx, cancel) = (tx.clone(), cancel.clone());
+        tokio::spawn(async move {
+            tx.closed().await;
+            cancel.store(true, Ordering::Relaxed);
+        })
+    };
+    if let Err(e) = train(&shared, task.clone(), resume_blob, lease, &cancel, &tx).await {
+        warn!(error = %e, "fold attempt failed before training");
+        send_failure(&tx, &task, e.to_failure()).await;
+    }
+    watcher.abort();
+}
+
+async fn train(
+    shared: &Arc<Shared>,
+    mut task: FoldTask,
+    resume_blob: Option<BlobHash>,
+    lease: SlotLease,
+    cancel: &Arc<AtomicBool>,
+    tx: &EventSender,
+) -> Result<(), WorkerError> {
+    let started = Instant::now();
+    let mut client = shared.client.clone();
+    let downloaded = fetch_missing(
+        &mut client,
+        &shared.coordinator_url,
+        &shared.cache,
+        wanted(&task, resume_blob),
+    )
+    .await?;
+    info!(
+        downloaded,
+        seconds = started.elapsed().as_secs_f64(),
+        "blobs ready"
+    );
+    if let Some(hash) = resume_blob {
+        let cache = shared.cache.clone();
+        let bytes = tokio::task::spawn_blocking(move || cache.read(&hash))
+            .await
+            .map_err(|e| internal("reading the resume checkpoint", e))??;
+        task.resume = Some(bytes);
+    }
+    let source = Arc::new(HashDirSource::new(shared.cache.dir()));
+    let mut sink = WireSink {
+        tx: tx.clone(),
+        job: task.job_id.clone(),
+        fold: task.fold,
+        attempt: task.attempt,
+        lease: Some(lease),
+        stopping: shared.stopping.clone(),
+    };
+    let (options, thread_cancel) = (shared.run_options, cancel.clone());
+    // Spans do not follow a thread by themselves: carry this attempt's into it so the
+    // training logs join the coordinator's trace.
+    let span = tracing::Span::current();
+    let thread = std::thread::Builder::new()
+        .name(format!("fold-{}", task.fold))
+        .spawn(move || {
+            span.in_scope(|| run_fold(&task, source, &mut sink, &thread_cancel, options))
+        })
+        .map_err(|e| internal("starting the training thread", e))?;
+    let joined = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|e| internal("waiting for the training thread", e))?;
+    match joined {
+        Ok(Ok(summary)) => info!(
+            best_epoch = summary.best_epoch,
+            epochs_run = summary.epochs_run,
+            seconds = started.elapsed().as_secs_f64(),
+            "fold done"
+        ),
+        Ok(Err(e)) if shared.stopping.load(Ordering::Relaxed) => {
+            info!(error = %e, "fold stopped: the worker is shutting down");
+            let _ = tx
+                .send(Err(Status::unavailable(format!(
+                    "worker {} is shutting down",
+                    shared.worker_id
+                ))))
+                .await;
+        }
+        // run_fold has already sent the failure, or the caller is gone.
+        Ok(Err(TrainError::SinkClosed(_))) => info!("fold stopped: the caller went away"),
+        Ok(Err(e)) => info!(cause = e.cause(), "fold failed"),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            return Err(internal("the training thread", message));
+        }
+    }
+    Ok(())
+}
+
+fn internal(what: &'static str, e: impl std::fmt::Display) -> WorkerError {
+    WorkerError::Internal {
+        what,
+        message: e.to_string(),
+    }
+}

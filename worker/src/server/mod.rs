@@ -1,0 +1,19 @@
+//! The worker's gRPC server: `TrainFold` with bearer-token checks, the content-addressed
+//! blob cache filled from the coordinator, and registration with heartbeats.
+
+mod attempt;
+mod cache;
+mod client;
+mod config;
+mod error;
+mod fetch;
+mod register;
+mod service;
+mod slots;
+mod start;
+
+pub use cache::BlobCache;
+pub use config::{WorkerConfig, default_worker_id, hostname};
+pub use error::WorkerError;
+pub use fetch::BATCH as DOWNLOAD_BATCH;
+pub use start::{WorkerHandle, start};

@@ -1,0 +1,169 @@
+//! Starting a worker in-process: open the blob cache, serve `Worker` on the configured
+//! address (port 0 picks one), and stay registered with the coordinator until
+//! `shutdown` resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use foldtrain_proto::auth::BearerAuth;
+use foldtrain_proto::pb;
+use foldtrain_proto::pb::worker_server::WorkerServer;
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing::{info, warn};
+
+use super::WorkerError;
+use super::cache::BlobCache;
+use super::client::coordinator_client;
+use super::config::{WorkerConfig, default_worker_id, hostname};
+use super::register::stay_registered;
+use super::service::{Shared, WorkerService};
+use super::slots::SlotTable;
+
+/// A running worker.
+pub struct WorkerHandle {
+    addr: SocketAddr,
+    url: String,
+    shared: Arc<Shared>,
+    task: JoinHandle<Result<(), WorkerError>>,
+}
+
+impl WorkerHandle {
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL this worker advertises to the coordinator.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// Blobs downloaded from the coordinator since the worker started.
+    pub fn blobs_downloaded(&self) -> u64 {
+        self.shared.cache.blobs_downloaded()
+    }
+
+    /// Slots training a fold right now.
+    pub fn busy_slots(&self) -> usize {
+        self.shared.slots.busy()
+    }
+
+    /// Waits until the server has stopped (after `shutdown` resolved and the running
+    /// attempts ended).
+    pub async fn wait(self) -> Result<(), WorkerError> {
+        self.task.await.map_err(|e| WorkerError::Internal {
+            what: "the worker server task",
+            message: e.to_string(),
+        })?
+    }
+}
+
+/// Starts a worker. Startup does not need the coordinator: registration retries in the
+/// background until it is reachable.
+pub async fn start(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<WorkerHandle, WorkerError> {
+    config.validate()?;
+    let cache_dir = config.cache_dir.clone();
+    let cache = tokio::task::spawn_blocking(move || BlobCache::open(cache_dir))
+        .await
+        .map_err(|e| WorkerError::Internal {
+            what: "opening the blob cache",
+            message: e.to_string(),
+        })??;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| WorkerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| WorkerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let host = hostname();
+    let url = config.advertise.clone().unwrap_or_else(|| {
+        // An unspecified address (0.0.0.0) means nothing to the coordinator.
+        if addr.ip().is_unspecified() {
+            format!("http://{host}:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        }
+    });
+    if config.token.is_none() && !addr.ip().is_loopback() {
+        warn!(%addr, "listening beyond loopback without a token: anyone who reaches this port can make the worker train");
+    }
+    let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
+    let shared = Arc::new(Shared {
+        client: coordinator_client(
+            &config.coordinator,
+            config.token.as_deref(),
+            config.max_message_size,
+        )?,
+        coordinator_url: config.coordinator.clone(),
+        slots: SlotTable::new(worker_id.clone(), config.slots.clone()),
+        cache: Arc::new(cache),
+        run_options: config.run_options,
+        stopping: Arc::new(AtomicBool::new(false)),
+        worker_id,
+    });
+    let registration = pb::RegisterWorkerRequest {
+        worker_id: shared.worker_id.clone(),
+        address: url.clone(),
+        slots: config
+            .slots
+            .iter()
+            .map(|s| pb::Slot {
+                device_index: s.index(),
+                device_name: s.name(),
+            })
+            .collect(),
+        hostname: host,
+    };
+    let service = WorkerServer::new(WorkerService::new(shared.clone()))
+        .max_decoding_message_size(config.max_message_size)
+        .max_encoding_message_size(config.max_message_size);
+    let service = InterceptedService::new(service, BearerAuth::new(config.token.as_deref()));
+    info!(
+        worker = %shared.worker_id,
+        %addr,
+        %url,
+        coordinator = %config.coordinator,
+        cache_dir = %config.cache_dir.display(),
+        slots = config.slots.len(),
+        "worker listening"
+    );
+    let registering = tokio::spawn(stay_registered(shared.clone(), registration));
+    let stopping = shared.clone();
+    let task = tokio::spawn(async move {
+        let result = Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+                shutdown.await;
+                info!("worker shutting down");
+                stopping.begin_stop();
+            })
+            .await;
+        registering.abort();
+        result.map_err(|e| WorkerError::Serve {
+            addr,
+            message: e.to_string(),
+        })
+    });
+    Ok(WorkerHandle {
+        addr,
+        url,
+        shared,
+        task,
+    })
+}
