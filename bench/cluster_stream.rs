@@ -22,8 +22,8 @@ use foldtrain_proto::pb::worker_server::{Worker, WorkerServer};
 use foldtrain_proto::task::{CheckpointKind, FoldSummary};
 use foldtrain_proto::wire_events::encode_fold_event;
 use foldtrain_proto::{
-    AttemptId, BlobHash, CHUNK_SIZE, FoldEvent, FoldIndex, FoldTask, ImageRef, JobConfig, JobId,
-    MAX_MESSAGE_SIZE, WorkerId, pb,
+    AttemptId, BlobHash, CHUNK_SIZE, CONNECTION_WINDOW, FoldEvent, FoldIndex, FoldTask, ImageRef,
+    JobConfig, JobId, MAX_MESSAGE_SIZE, STREAM_WINDOW, WorkerId, pb,
 };
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,7 +57,12 @@ async fn main() -> AnyResult<()> {
         let _ = stopped.await;
     })
     .await?;
-    let mut client = CoordinatorClient::new(Channel::from_shared(server.url())?.connect().await?)
+    let channel = Channel::from_shared(server.url())?
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .connect()
+        .await?;
+    let mut client = CoordinatorClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
 
@@ -212,6 +217,8 @@ async fn checkpoint_stream(payload: &[u8]) -> AnyResult<Duration> {
     .max_encoding_message_size(MAX_MESSAGE_SIZE);
     tokio::spawn(
         tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW))
             .add_service(service)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
@@ -270,6 +277,20 @@ async fn overhead(
     let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
     let hashes: Vec<BlobHash> = refs.iter().map(|b| BlobHash::of(b)).collect();
     upload(client, &refs, &hashes).await?;
+    // One virtual worker with a slot per fold; it "trains" each fold instantly.
+    client
+        .register_worker(pb::RegisterWorkerRequest {
+            worker_id: "virtual".into(),
+            address: "virtual".into(),
+            slots: (0..5)
+                .map(|i| pb::Slot {
+                    device_index: i,
+                    device_name: format!("virtual:{i}"),
+                })
+                .collect(),
+            hostname: "bench".into(),
+        })
+        .await?;
     let mut config = JobConfig::default();
     config.split.folds = 5;
     let mut walls = Vec::new();

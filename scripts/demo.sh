@@ -8,7 +8,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA="${1:-$ROOT/demo-data}"
 OUT="${2:-$ROOT/demo-out}"
-BIN="$ROOT/target/release"
+BIN="${FOLDTRAIN_BIN_DIR:-$ROOT/target/release}"
 DATASET=(--train-csv "$DATA/Training_set.csv" --train-dir "$DATA/train"
          --test-csv "$DATA/Testing_set.csv" --test-dir "$DATA/test")
 

@@ -26,6 +26,11 @@ pub use task::{FoldEvent, FoldTask, ImageRef};
 /// Largest chunk of any streamed payload (checkpoints, blobs, probabilities).
 pub const CHUNK_SIZE: usize = 1024 * 1024;
 
+/// HTTP/2 flow-control windows set on every client and server. h2's 64 KiB default makes
+/// each 1 MiB chunk wait for window updates; these keep several chunks in flight.
+pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+pub const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+
 /// Message size limit set on every client and server: one chunk plus generous room for
 /// framing and the non-chunked messages (a FoldTask for 50k images is about 6 MiB).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;

@@ -249,3 +249,64 @@ async fn two_workers_train_a_job_and_a_second_job_moves_no_blobs() {
     cluster.stop().await;
     eprintln!("cluster test took {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stops_training_when_the_caller_drops_the_stream() {
+    use foldtrain_proto::{AttemptId, FoldIndex, FoldTask, ImageRef, JobId, pb};
+
+    let cluster = Cluster::start(1, ClusterOptions::default()).await;
+    let data_dir = cluster.scratch("data");
+    let dataset = tokio::task::spawn_blocking(move || synth_dataset(&data_dir, 57, 4, 20, FOLDS))
+        .await
+        .unwrap();
+    let mut client = cluster.client().await;
+    foldtrain_tests::cluster::upload_missing(&mut client, &dataset).await;
+    let refs = |entries: &[foldtrain_coordinator::dataset::Entry]| -> Vec<ImageRef> {
+        entries.iter().map(ImageRef::from).collect()
+    };
+    // Far more epochs than the test could wait for, and no early stop: only
+    // cancellation frees the slot.
+    let mut config = job_config(1000);
+    config.train.early_stopping_patience = 1000;
+    let task = FoldTask {
+        job_id: JobId::new("job-abandoned"),
+        fold: FoldIndex(0),
+        attempt: AttemptId(1),
+        config,
+        class_names: dataset.classes.clone(),
+        train: refs(&dataset.train[..40]),
+        val: refs(&dataset.train[40..]),
+        test: refs(&dataset.test),
+        resume: None,
+        device_index: None,
+    };
+    let mut worker = cluster.worker_client(0, cluster.token()).await;
+    let mut stream = worker
+        .train_fold(pb::FoldTask::from(&task))
+        .await
+        .expect("the task is accepted")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(60), stream.message())
+        .await
+        .expect("training reports within a minute")
+        .expect("a healthy stream")
+        .expect("an event");
+    assert!(first.event.is_some(), "{first:?}");
+    let w = &cluster.workers()[0];
+    assert_eq!(w.busy_slots(), 1);
+    assert_eq!(
+        w.blobs_downloaded(),
+        (dataset.train.len() + dataset.test.len()) as u64
+    );
+
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.busy_slots() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "training went on after the caller left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.stop().await;
+}

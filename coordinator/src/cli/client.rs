@@ -108,7 +108,9 @@ impl Client {
             // so a long watch does not hang on a dead socket.
             .http2_keep_alive_interval(Duration::from_secs(15))
             .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true);
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(foldtrain_proto::STREAM_WINDOW)
+            .initial_connection_window_size(foldtrain_proto::CONNECTION_WINDOW);
         let interceptor = BearerToken::new(token)?;
         let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
             url: url.to_string(),

@@ -8,7 +8,8 @@ use foldtrain_proto::pb::worker_client::WorkerClient;
 use foldtrain_proto::task::FoldFailure;
 use foldtrain_proto::wire_events::FoldEventAssembler;
 use foldtrain_proto::{
-    AttemptId, BlobHash, FoldEvent, FoldIndex, FoldTask, JobId, MAX_MESSAGE_SIZE, WorkerId, pb,
+    AttemptId, BlobHash, CONNECTION_WINDOW, FoldEvent, FoldIndex, FoldTask, JobId,
+    MAX_MESSAGE_SIZE, STREAM_WINDOW, WorkerId, pb,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -130,7 +131,9 @@ impl GrpcLauncher {
             // Keepalives notice a vanished worker even while it sends nothing.
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true);
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW);
         let channel = endpoint
             .connect()
             .await

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use foldtrain_proto::pb::coordinator_server::CoordinatorServer;
+use foldtrain_proto::{CONNECTION_WINDOW, STREAM_WINDOW};
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -93,6 +94,8 @@ pub async fn start_with_launcher(
     info!(%addr, data_dir = %config.data_dir.display(), auth = config.token.is_some(), "coordinator listening");
     let task = tokio::spawn(async move {
         let result = Server::builder()
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW))
             .add_service(service)
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
                 shutdown.await;

@@ -126,6 +126,9 @@ impl Loader {
             window,
             shared: Shared::default(),
         });
+        // Counted before any thread starts: a quick thread may finish (and count itself
+        // out) before the last one is spawned.
+        lock(&job.shared.state).alive = threads;
         let workers = (0..threads)
             .map(|i| {
                 let job = job.clone();
@@ -135,15 +138,12 @@ impl Loader {
             })
             .collect::<Result<Vec<_>, _>>();
         match workers {
-            Ok(workers) => {
-                lock(&job.shared.state).alive = workers.len();
-                BatchIter {
-                    job: Some(job),
-                    workers,
-                    failed: None,
-                    done: false,
-                }
-            }
+            Ok(workers) => BatchIter {
+                job: Some(job),
+                workers,
+                failed: None,
+                done: false,
+            },
             Err(e) => {
                 // Threads already started see the cancel and exit.
                 job.shared.cancel();

@@ -80,13 +80,12 @@ fn wanted(task: &FoldTask, resume_blob: Option<BlobHash>) -> Vec<Wanted> {
     wanted
 }
 
-async fn send_failure(tx: &EventSender, task: &FoldTask, failure: FoldFailure) {
-    for wire in encode_fold_event(
-        &task.job_id,
-        task.fold,
-        task.attempt,
-        &FoldEvent::Failed(failure),
-    ) {
+async fn send_failure(
+    tx: &EventSender,
+    (job, fold, attempt): &(JobId, FoldIndex, AttemptId),
+    failure: FoldFailure,
+) {
+    for wire in encode_fold_event(job, *fold, *attempt, &FoldEvent::Failed(failure)) {
         if tx.send(Ok(wire)).await.is_err() {
             return;
         }
@@ -110,9 +109,10 @@ pub async fn run_attempt(shared: Arc<Shared>, attempt: Attempt) {
             cancel.store(true, Ordering::Relaxed);
         })
     };
-    if let Err(e) = train(&shared, task.clone(), resume_blob, lease, &cancel, &tx).await {
+    let ids = (task.job_id.clone(), task.fold, task.attempt);
+    if let Err(e) = train(&shared, task, resume_blob, lease, &cancel, &tx).await {
         warn!(error = %e, "fold attempt failed before training");
-        send_failure(&tx, &task, e.to_failure()).await;
+        send_failure(&tx, &ids, e.to_failure()).await;
     }
     watcher.abort();
 }

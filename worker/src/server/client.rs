@@ -27,7 +27,9 @@ pub fn coordinator_client(
         .connect_timeout(Duration::from_secs(5))
         // Keepalives notice a vanished coordinator during long blob downloads.
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_timeout(Duration::from_secs(20))
+        .initial_stream_window_size(foldtrain_proto::STREAM_WINDOW)
+        .initial_connection_window_size(foldtrain_proto::CONNECTION_WINDOW);
     let auth = BearerToken::new(token).map_err(|e| bad(e.to_string()))?;
     Ok(
         CoordinatorClient::with_interceptor(endpoint.connect_lazy(), auth)

@@ -147,6 +147,8 @@ pub async fn start(
     let stopping = shared.clone();
     let task = tokio::spawn(async move {
         let result = Server::builder()
+            .initial_stream_window_size(Some(foldtrain_proto::STREAM_WINDOW))
+            .initial_connection_window_size(Some(foldtrain_proto::CONNECTION_WINDOW))
             .add_service(service)
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
                 shutdown.await;

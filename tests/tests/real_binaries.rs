@@ -1,0 +1,268 @@
+//! The shipped binaries as a user runs them: `foldtrain serve` with two `foldtrain-worker`
+//! processes, then `submit --wait`, `status --json`, `workers --json` and `results`; and
+//! `foldtrain run`, which starts its own workers.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use foldtrain_tests::binary;
+
+/// Kills the process when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Starts `cmd` and returns it with the first stdout line that contains `marker`.
+fn start_and_read(cmd: &mut Command, marker: &str) -> (Running, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = marker.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(&wanted) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{cmd:?} never printed {marker:?}"));
+    (running, line)
+}
+
+fn synth(dir: &Path) -> Vec<String> {
+    ok(Command::new(binary("foldtrain")).args([
+        "synth",
+        "--out",
+        dir.to_str().unwrap(),
+        "--train",
+        "60",
+        "--test",
+        "8",
+        "--image-size",
+        "24",
+        "--folds",
+        "3",
+        "--seed",
+        "3",
+    ]));
+    let d = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    vec![
+        "--train-csv".into(),
+        d("Training_set.csv"),
+        "--train-dir".into(),
+        d("train"),
+        "--test-csv".into(),
+        d("Testing_set.csv"),
+        "--test-dir".into(),
+        d("test"),
+    ]
+}
+
+/// A quick job: the tiny DenseNet, 3 folds, 1 epoch, small images, one thread per fold.
+const QUICK: &[&str] = &[
+    "--folds",
+    "3",
+    "--epochs",
+    "1",
+    "--arch",
+    "densenet-tiny",
+    "--head-units",
+    "32",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--torch-threads",
+    "1",
+    "--loader-threads",
+    "1",
+];
+
+fn check_results(out: &Path, test_rows: usize) {
+    for file in [
+        "predictions.csv",
+        "probabilities.csv",
+        "oof.csv",
+        "metrics.json",
+        "config.toml",
+        "report.html",
+        "confusion_matrix.png",
+        "folds/0/best.safetensors",
+        "folds/2/history.csv",
+    ] {
+        assert!(
+            out.join(file).is_file(),
+            "{file} missing in {}",
+            out.display()
+        );
+    }
+    let predictions = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    assert_eq!(predictions.lines().count(), test_rows + 1, "{predictions}");
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let accuracy = metrics["oof"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy), "{metrics}");
+}
+
+#[test]
+fn serve_two_workers_submit_watch_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = synth(&dir.path().join("data"));
+    let token = dir.path().join("token");
+    std::fs::write(&token, "binary-test-token\n").unwrap();
+
+    let (_serve, line) = start_and_read(
+        Command::new(binary("foldtrain")).args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().join("coord").to_str().unwrap(),
+            "--token-file",
+            token.to_str().unwrap(),
+            "--lease-ms",
+            "3000",
+        ]),
+        "listening on",
+    );
+    let url = line.split_whitespace().last().unwrap().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+
+    let workers: Vec<Running> = (0..2)
+        .map(|i| {
+            start_and_read(
+                Command::new(binary("foldtrain-worker")).args([
+                    "--coordinator",
+                    &url,
+                    "--cpu",
+                    "--cache-dir",
+                    dir.path().join(format!("cache-{i}")).to_str().unwrap(),
+                    "--token-file",
+                    token.to_str().unwrap(),
+                ]),
+                "listening on",
+            )
+            .0
+        })
+        .collect();
+
+    let client = |args: &[&str]| {
+        let mut cmd = Command::new(binary("foldtrain"));
+        cmd.args(args)
+            .env("FOLDTRAIN_COORDINATOR", &url)
+            .env("FOLDTRAIN_TOKEN_FILE", &token);
+        cmd
+    };
+    // Both workers have registered before the job goes in, so both get folds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listing: serde_json::Value =
+            serde_json::from_str(&ok(&mut client(&["workers", "--json"]))).unwrap();
+        if listing.as_array().is_some_and(|w| w.len() == 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers never registered: {listing}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let mut submit = client(&["submit", "--wait", "--quiet", "--name", "binaries"]);
+    submit.args(&dataset).args(QUICK);
+    let stdout = ok(&mut submit);
+    let job = stdout.lines().next().unwrap().trim().to_owned();
+    assert!(stdout.contains("OOF"), "no summary after --wait:\n{stdout}");
+
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&mut client(&["status", &job, "--json"]))).unwrap();
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let used: std::collections::BTreeSet<&str> = status["folds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["worker_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(used.len(), 2, "both workers should train a fold: {status}");
+
+    let out = dir.path().join("results");
+    ok(&mut client(&[
+        "results",
+        &job,
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    check_results(&out, 8);
+
+    // A wrong token is refused by name, and nothing is submitted.
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    let mut refused = client(&["status", &job]);
+    refused.env("FOLDTRAIN_TOKEN_FILE", &wrong);
+    let out = run(&mut refused);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token"), "{err}");
+    drop(workers);
+}
+
+#[test]
+fn run_trains_on_local_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = synth(&dir.path().join("data"));
+    let out: PathBuf = dir.path().join("out");
+    let mut cmd = Command::new(binary("foldtrain"));
+    cmd.arg("run")
+        .args(&dataset)
+        .args(QUICK)
+        .args(["--workers", "2", "--cpu", "--quiet", "--out"])
+        .arg(&out)
+        .env("FOLDTRAIN_WORKER_BIN", binary("foldtrain-worker"));
+    let stdout = ok(&mut cmd);
+    assert!(stdout.contains("OOF"), "no CV summary:\n{stdout}");
+    check_results(&out, 8);
+
+    // A worker binary that cannot start is named, and the run fails cleanly.
+    let mut broken = Command::new(binary("foldtrain"));
+    broken
+        .arg("run")
+        .args(&dataset)
+        .args(QUICK)
+        .args(["--out", dir.path().join("never").to_str().unwrap()])
+        .env("FOLDTRAIN_WORKER_BIN", "/nonexistent/foldtrain-worker");
+    let failed = run(&mut broken);
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("/nonexistent/foldtrain-worker"), "{err}");
+}
