@@ -75,7 +75,13 @@ pub enum Command {
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let _telemetry = foldtrain_proto::telemetry::init_telemetry("foldtrain-coordinator");
+    let mut env = foldtrain_proto::telemetry::TelemetryEnv::from_process();
+    // Only the server logs at info by default; the other commands speak through their
+    // output and progress bars, which info lines from an embedded coordinator would bury.
+    if !matches!(cli.command, Command::Serve(_)) && std::env::var_os("RUST_LOG").is_none() {
+        env = env.with("RUST_LOG", "warn");
+    }
+    let _telemetry = foldtrain_proto::telemetry::init_telemetry_with("foldtrain-coordinator", &env);
     let result: CommandResult = match cli.command {
         Command::DefaultConfig => {
             print!("{}", foldtrain_proto::JobConfig::default().to_toml());
