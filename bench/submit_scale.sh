@@ -3,11 +3,11 @@
 # coordinator on loopback: the first submit hashes and uploads everything, the second
 # hashes everything and uploads nothing (so upload time ≈ first − second).
 # Usage: bash bench/submit_scale.sh [train images] [test images] [image px]
-# (defaults: 47000 + 238 at 256 px, synthetic JPEGs of about 30 KB each).
+# (defaults: 47000 + 238 at 384 px, synthetic JPEGs of about 30 KB each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LIBTORCH_USE_PYTORCH=1 PATH="$PWD/.venv/bin:$PATH"
-train="${1:-47000}"; test="${2:-238}"; px="${3:-256}"
+train="${1:-47000}"; test="${2:-238}"; px="${3:-384}"
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -17,8 +17,8 @@ echo "== generating $train + $test images at $px px"
 /usr/bin/time -f "synth: %e s" "$bin" synth --out "$work/data" --train "$train" --test "$test" \
     --image-size "$px" --seed 1 --force > /dev/null
 du -sh "$work/data/train" | awk '{print "train images on disk: " $1}'
-find "$work/data/train" -type f | head -200 | xargs stat -c %s | \
-    awk '{s+=$1} END {printf "mean image size (first 200): %.1f KB\n", s/NR/1000}'
+find "$work/data/train" -type f -printf '%s\n' | \
+    awk '{s+=$1} END {printf "%d images, mean size %.1f KB\n", NR, s/NR/1000}'
 
 "$bin" serve --listen 127.0.0.1:0 --data-dir "$work/coord" > "$work/serve.log" 2>&1 &
 for _ in $(seq 100); do grep -q "listening on" "$work/serve.log" && break; sleep 0.1; done
