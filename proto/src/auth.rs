@@ -57,6 +57,33 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// A token file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("reading token file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("token file {path} is empty")]
+    Empty { path: String },
+}
+
+/// Reads a token file (`--token-file`): its first line, trimmed; an empty file is an error.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, TokenFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.is_empty() {
+        return Err(TokenFileError::Empty {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(token)
+}
+
 /// Client side: adds `authorization: Bearer <token>` to every outgoing request.
 #[derive(Clone, Default)]
 pub struct BearerToken {

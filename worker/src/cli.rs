@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -62,7 +62,11 @@ impl WorkerArgs {
                 self.listen
             )
         })?;
-        let token = self.token_file.as_deref().map(read_token).transpose()?;
+        let token = self
+            .token_file
+            .as_deref()
+            .map(foldtrain_proto::auth::read_token_file)
+            .transpose()?;
         let config = WorkerConfig {
             coordinator,
             listen,
@@ -76,15 +80,6 @@ impl WorkerArgs {
         config.validate()?;
         Ok(config)
     }
-}
-
-/// Reads a token file: its first line, trimmed; an empty file is an error.
-pub fn read_token(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading token file {}", path.display()))?;
-    let token = text.lines().next().unwrap_or_default().trim().to_string();
-    anyhow::ensure!(!token.is_empty(), "token file {} is empty", path.display());
-    Ok(token)
 }
 
 pub fn run(args: WorkerArgs) -> ExitCode {

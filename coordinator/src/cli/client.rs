@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+pub use foldtrain_proto::auth::BearerToken;
+use foldtrain_proto::auth::read_token_file;
 use foldtrain_proto::pb::coordinator_client::CoordinatorClient;
 use foldtrain_proto::{JobId, MAX_MESSAGE_SIZE, pb};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -35,45 +35,12 @@ impl ClientArgs {
     /// Reads the token file, if any, and connects.
     pub async fn connect(&self) -> Result<Client, ClientError> {
         let token = match &self.token_file {
-            Some(path) => Some(
-                super::serve::read_token(path).map_err(|e| ClientError::Token(format!("{e:#}")))?,
-            ),
+            Some(path) => {
+                Some(read_token_file(path).map_err(|e| ClientError::Token(e.to_string()))?)
+            }
             None => None,
         };
         Client::connect(&self.coordinator, token.as_deref()).await
-    }
-}
-
-/// Adds `authorization: Bearer <token>` to every request.
-#[derive(Clone, Default)]
-pub struct BearerToken(Option<MetadataValue<Ascii>>);
-
-impl BearerToken {
-    pub fn new(token: Option<&str>) -> Result<Self, ClientError> {
-        token
-            .map(|t| {
-                format!("Bearer {t}").parse().map_err(|_| {
-                    ClientError::Token(
-                        "the token must be printable ASCII without spaces".to_string(),
-                    )
-                })
-            })
-            .transpose()
-            .map(Self)
-    }
-}
-
-impl Interceptor for BearerToken {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
     }
 }
 
@@ -111,7 +78,9 @@ impl Client {
             .keep_alive_while_idle(true)
             .initial_stream_window_size(foldtrain_proto::STREAM_WINDOW)
             .initial_connection_window_size(foldtrain_proto::CONNECTION_WINDOW);
-        let interceptor = BearerToken::new(token)?;
+        let interceptor = BearerToken::new(token).map_err(|_| {
+            ClientError::Token("the token must be printable ASCII without spaces".to_string())
+        })?;
         let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
             url: url.to_string(),
             why: error_chain(&e),
@@ -191,6 +160,7 @@ pub fn get(job: &JobId) -> pb::GetJobRequest {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use tonic::service::Interceptor;
 
     use super::*;
 

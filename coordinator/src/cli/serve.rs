@@ -1,12 +1,14 @@
 //! `foldtrain serve`: run the coordinator until interrupted.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+
+use foldtrain_proto::auth::read_token_file;
 
 use super::CommandResult;
 use crate::config::ServeConfig;
@@ -33,7 +35,11 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The library configuration these flags describe.
     pub fn into_config(self) -> anyhow::Result<ServeConfig> {
-        let token = self.token_file.as_deref().map(read_token).transpose()?;
+        let token = self
+            .token_file
+            .as_deref()
+            .map(read_token_file)
+            .transpose()?;
         let config = ServeConfig {
             listen: self.listen,
             data_dir: self.data_dir,
@@ -45,15 +51,6 @@ impl ServeArgs {
         config.validate()?;
         Ok(config)
     }
-}
-
-/// Reads a token file: its first line, trimmed; an empty file is an error.
-pub fn read_token(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading token file {}", path.display()))?;
-    let token = text.lines().next().unwrap_or_default().trim().to_string();
-    anyhow::ensure!(!token.is_empty(), "token file {} is empty", path.display());
-    Ok(token)
 }
 
 pub fn serve(args: ServeArgs) -> CommandResult {
@@ -132,7 +129,7 @@ mod tests {
         w.args.into_config().unwrap();
 
         std::fs::write(&token, "\n").unwrap();
-        let err = read_token(&token).unwrap_err().to_string();
+        let err = read_token_file(&token).unwrap_err().to_string();
         assert!(err.contains("is empty"), "{err}");
     }
 }
