@@ -1,6 +1,7 @@
 //! Shared helpers for foldtrain's cross-process and end-to-end tests.
 
 pub mod cluster;
+pub mod procs;
 
 use std::path::PathBuf;
 

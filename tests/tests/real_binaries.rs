@@ -2,91 +2,16 @@
 //! processes, then `submit --wait`, `status --json`, `workers --json` and `results`; and
 //! `foldtrain run`, which starts its own workers.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use foldtrain_tests::binary;
+use foldtrain_tests::procs::{Process, ok, run};
 
-/// Kills the process when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Starts `cmd` and returns it with the first stdout line that contains `marker`.
-fn start_and_read(cmd: &mut Command, marker: &str) -> (Running, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    let stdout = child.stdout.take().unwrap();
-    let running = Running(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = marker.to_owned();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(&wanted) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("{cmd:?} never printed {marker:?}"));
-    (running, line)
-}
-
+/// The bundled synthetic data set: 60 training and 8 test images.
 fn synth(dir: &Path) -> Vec<String> {
-    ok(Command::new(binary("foldtrain")).args([
-        "synth",
-        "--out",
-        dir.to_str().unwrap(),
-        "--train",
-        "60",
-        "--test",
-        "8",
-        "--image-size",
-        "24",
-        "--folds",
-        "3",
-        "--seed",
-        "3",
-    ]));
-    let d = |f: &str| dir.join(f).to_str().unwrap().to_owned();
-    vec![
-        "--train-csv".into(),
-        d("Training_set.csv"),
-        "--train-dir".into(),
-        d("train"),
-        "--test-csv".into(),
-        d("Testing_set.csv"),
-        "--test-dir".into(),
-        d("test"),
-    ]
+    foldtrain_tests::procs::synth(dir, 60, 8, 24, 3)
 }
 
 /// A quick job: the tiny DenseNet, 3 folds, 1 epoch, small images, one thread per fold.
@@ -142,7 +67,7 @@ fn serve_two_workers_submit_watch_results() {
     let token = dir.path().join("token");
     std::fs::write(&token, "binary-test-token\n").unwrap();
 
-    let (_serve, line) = start_and_read(
+    let (_serve, line) = Process::start(
         Command::new(binary("foldtrain")).args([
             "serve",
             "--listen",
@@ -154,14 +79,15 @@ fn serve_two_workers_submit_watch_results() {
             "--lease-ms",
             "3000",
         ]),
+        &dir.path().join("coordinator.log"),
         "listening on",
     );
     let url = line.split_whitespace().last().unwrap().to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "{line}");
 
-    let workers: Vec<Running> = (0..2)
+    let workers: Vec<Process> = (0..2)
         .map(|i| {
-            start_and_read(
+            Process::start(
                 Command::new(binary("foldtrain-worker")).args([
                     "--coordinator",
                     &url,
@@ -171,6 +97,7 @@ fn serve_two_workers_submit_watch_results() {
                     "--token-file",
                     token.to_str().unwrap(),
                 ]),
+                &dir.path().join(format!("worker-{i}.log")),
                 "listening on",
             )
             .0

@@ -48,6 +48,30 @@ pub struct ResultsSummary {
     pub files: Vec<String>,
 }
 
+/// Writes one finished fold's files (`folds/K/...`: history, test probabilities, best
+/// weights) into `dir`, each atomically, as soon as the fold is done: a job that is later
+/// cancelled, fails or loses its coordinator keeps what was finished. Returns the paths.
+pub fn write_fold_results(job: &JobRecord, fold: &FoldResult, dir: &Path) -> Result<Vec<String>> {
+    let k = fold.fold.0;
+    let mut files = vec![
+        (
+            format!("folds/{k}/history.csv"),
+            csv_out::history_csv(&fold.history)?,
+        ),
+        (
+            format!("folds/{k}/probabilities.csv"),
+            csv_out::probabilities_csv(job, &fold.test)?,
+        ),
+    ];
+    if let Some(weights) = &fold.best_weights {
+        files.push((format!("folds/{k}/best.safetensors"), weights.clone()));
+    }
+    for (name, bytes) in &files {
+        write_atomic(&dir.join(name), bytes)?;
+    }
+    Ok(files.into_iter().map(|(name, _)| name).collect())
+}
+
 /// Writes the results of `job` into `dir`, each file atomically, and returns what they hold.
 pub fn write_results(job: &JobRecord, folds: &[FoldResult], dir: &Path) -> Result<ResultsSummary> {
     let classes = job.class_names.len();
@@ -79,21 +103,10 @@ pub fn write_results(job: &JobRecord, folds: &[FoldResult], dir: &Path) -> Resul
     let json = serde_json::to_vec_pretty(&metrics)
         .map_err(|e| crate::error::CoordinatorError::Corrupt(e.to_string()))?;
     put("metrics.json".into(), &json)?;
-    for f in &folds {
-        let k = f.fold.0;
-        put(
-            format!("folds/{k}/history.csv"),
-            &csv_out::history_csv(&f.history)?,
-        )?;
-        put(
-            format!("folds/{k}/probabilities.csv"),
-            &csv_out::probabilities_csv(job, &f.test)?,
-        )?;
-        if let Some(weights) = &f.best_weights {
-            put(format!("folds/{k}/best.safetensors"), weights)?;
-        }
-    }
     put("config.toml".into(), job.config.to_toml().as_bytes())?;
+    for f in &folds {
+        files.extend(write_fold_results(job, f, dir)?);
+    }
 
     let mut label_counts: Vec<(String, u64)> =
         job.class_names.iter().map(|c| (c.clone(), 0)).collect();

@@ -326,6 +326,19 @@ impl Scheduler {
                     best_val_loss = summary.best_val_loss,
                     "fold done"
                 );
+                // The fold's files go to disk now, so a job that is later cancelled or
+                // fails still hands back what was finished. Aggregation rewrites them and
+                // reports a lasting write error.
+                let (store, record) = (self.inner.store.clone(), launch.job.clone());
+                let written = tokio::task::spawn_blocking(move || {
+                    super::finalize::write_finished_fold(&store, &record, fold)
+                })
+                .await
+                .map_err(|e| CoordinatorError::Corrupt(e.to_string()))
+                .and_then(|r| r);
+                if let Err(e) = written {
+                    warn!(error = %e, "writing the finished fold's files failed");
+                }
                 let all_done = {
                     let mut st = self.lock();
                     if !st.is_current(job, fold, attempt) {
@@ -376,6 +389,8 @@ impl Scheduler {
     ) -> Result<()> {
         let (job, fold, attempt) = (&launch.job.id, launch.fold, launch.attempt);
         let state = if failure.cause == "worker_lost" {
+            // Until the worker is heard from again, the retry goes elsewhere.
+            self.lock().registry.suspect(&launch.target.worker);
             AttemptState::Lost
         } else {
             AttemptState::Failed

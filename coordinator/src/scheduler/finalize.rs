@@ -1,12 +1,12 @@
 //! The end of a job: gather every fold's stored results, write the artifacts, record
 //! the summary and mark the job succeeded (or failed, saying why).
 
-use foldtrain_proto::JobId;
 use foldtrain_proto::task::FoldSummary;
+use foldtrain_proto::{FoldIndex, JobId};
 use tracing::{Instrument, error, info};
 
 use super::core::Scheduler;
-use crate::aggregate::{FoldResult, ResultsSummary, write_results};
+use crate::aggregate::{FoldResult, ResultsSummary, write_fold_results, write_results};
 use crate::error::{CoordinatorError, Result};
 use crate::report::render_report;
 use crate::store::{self, JobState, Store};
@@ -93,40 +93,68 @@ fn aggregate(store: &Store, job: &store::JobRecord) -> Result<ResultsSummary> {
             .collect::<Result<Vec<_>>>()?;
         Ok((folds, histories))
     })?;
-    let probabilities =
-        |blob: Option<foldtrain_proto::BlobHash>, what: &str, fold| -> Result<Vec<f32>> {
-            let blob = blob.ok_or_else(|| CoordinatorError::BadFoldResult {
-                job: job.id.clone(),
-                fold,
-                message: format!("no {what} probabilities stored"),
-            })?;
-            let bytes = store.blobs.read(&blob)?;
-            Ok(bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect())
-        };
     let results = folds
         .into_iter()
         .zip(histories)
-        .map(|(f, history)| {
-            Ok(FoldResult {
-                fold: f.fold,
-                summary: FoldSummary {
-                    best_epoch: f.best_epoch.unwrap_or_default(),
-                    best_val_loss: f.best_val_loss.unwrap_or(f64::NAN),
-                    epochs_run: f.epochs_run.unwrap_or_default(),
-                    early_stopped: f.early_stopped,
-                },
-                history,
-                oof: probabilities(f.oof_blob, "out-of-fold", f.fold)?,
-                test: probabilities(f.test_blob, "test", f.fold)?,
-                best_weights: f
-                    .best_checkpoint
-                    .map(|c| store.blobs.read(&c.blob))
-                    .transpose()?,
-            })
-        })
+        .map(|(f, history)| fold_result(store, job, f, history))
         .collect::<Result<Vec<_>>>()?;
     write_results(job, &results, &store.job_dir(&job.id))
+}
+
+/// Writes the files of one finished fold, so they stay downloadable whatever becomes of
+/// the rest of the job.
+pub(super) fn write_finished_fold(
+    store: &Store,
+    job: &store::JobRecord,
+    fold: FoldIndex,
+) -> Result<()> {
+    let (record, history) = store.db.call_blocking(|c| {
+        let record = store::folds::folds(c, &job.id)?
+            .into_iter()
+            .find(|f| f.fold == fold)
+            .ok_or_else(|| {
+                CoordinatorError::Corrupt(format!("job {} has no fold {fold}", job.id))
+            })?;
+        Ok((record, store::folds::history(c, &job.id, fold)?))
+    })?;
+    let result = fold_result(store, job, record, history)?;
+    write_fold_results(job, &result, &store.job_dir(&job.id))?;
+    Ok(())
+}
+
+/// One fold's stored results, read back from the blob store.
+fn fold_result(
+    store: &Store,
+    job: &store::JobRecord,
+    f: store::FoldRecord,
+    history: Vec<foldtrain_proto::task::EpochRecord>,
+) -> Result<FoldResult> {
+    let probabilities = |blob: Option<foldtrain_proto::BlobHash>, what: &str| -> Result<Vec<f32>> {
+        let blob = blob.ok_or_else(|| CoordinatorError::BadFoldResult {
+            job: job.id.clone(),
+            fold: f.fold,
+            message: format!("no {what} probabilities stored"),
+        })?;
+        let bytes = store.blobs.read(&blob)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    };
+    Ok(FoldResult {
+        fold: f.fold,
+        summary: FoldSummary {
+            best_epoch: f.best_epoch.unwrap_or_default(),
+            best_val_loss: f.best_val_loss.unwrap_or(f64::NAN),
+            epochs_run: f.epochs_run.unwrap_or_default(),
+            early_stopped: f.early_stopped,
+        },
+        history,
+        oof: probabilities(f.oof_blob, "out-of-fold")?,
+        test: probabilities(f.test_blob, "test")?,
+        best_weights: f
+            .best_checkpoint
+            .map(|c| store.blobs.read(&c.blob))
+            .transpose()?,
+    })
 }

@@ -24,6 +24,10 @@ pub struct LiveWorker {
     pub slots: Vec<Slot>,
     pub lease_until: Instant,
     pub last_seen_ms: i64,
+    /// A fold's stream to this worker broke: no new fold goes to it until it shows it is
+    /// alive with a heartbeat or a registration, so a dead machine cannot eat retries
+    /// while its lease runs out.
+    pub suspect: bool,
 }
 
 /// Workers in registration order; the first free slot in that order gets the next fold,
@@ -74,6 +78,7 @@ impl Registry {
             slots,
             lease_until,
             last_seen_ms: now_ms,
+            suspect: false,
         });
     }
 
@@ -83,15 +88,27 @@ impl Registry {
             Some(w) => {
                 w.lease_until = Instant::now() + lease;
                 w.last_seen_ms = now_ms;
+                w.suspect = false;
                 true
             }
             None => false,
         }
     }
 
-    /// The first free slot, in registration order.
+    /// Holds new folds back from a worker whose stream broke, until it is heard from.
+    pub fn suspect(&mut self, id: &WorkerId) {
+        if let Some(w) = self.workers.iter_mut().find(|w| &w.id == id) {
+            w.suspect = true;
+        }
+    }
+
+    pub fn is_suspect(&self, id: &WorkerId) -> bool {
+        self.workers.iter().any(|w| &w.id == id && w.suspect)
+    }
+
+    /// The first free slot of a worker not under suspicion, in registration order.
     pub fn free_slot(&self) -> Option<SlotTarget> {
-        self.workers.iter().find_map(|w| {
+        self.workers.iter().filter(|w| !w.suspect).find_map(|w| {
             w.slots
                 .iter()
                 .enumerate()
@@ -200,6 +217,20 @@ mod tests {
         let ids: Vec<&str> = r.workers().iter().map(|w| w.id.as_str()).collect();
         assert_eq!(ids, ["b"]);
         assert!(!r.heartbeat(&WorkerId::new("a"), Duration::from_secs(1), 2));
+    }
+
+    #[test]
+    fn a_suspect_worker_gets_no_fold_until_it_is_heard_from() {
+        let mut r = registry_with(&[("a", 1), ("b", 1)], Duration::from_secs(60));
+        r.suspect(&WorkerId::new("a"));
+        assert_eq!(r.free_slot().unwrap().worker.as_str(), "b");
+        r.occupy(&r.free_slot().unwrap(), AttemptId(1));
+        assert!(
+            r.free_slot().is_none(),
+            "a suspect worker's slot was offered"
+        );
+        assert!(r.heartbeat(&WorkerId::new("a"), Duration::from_secs(60), 1));
+        assert_eq!(r.free_slot().unwrap().worker.as_str(), "a");
     }
 
     #[test]

@@ -278,8 +278,18 @@ async fn a_broken_stream_is_retried() {
     });
     let h = harness(launcher, Duration::from_secs(60)).await;
     register(&h, "w1", 1).await;
+    // The worker is still alive and heartbeats, which lifts the suspicion a broken
+    // stream casts on it.
+    let scheduler = h.scheduler.clone();
+    let beats = tokio::spawn(async move {
+        loop {
+            let _ = scheduler.heartbeat(&WorkerId::new("w1")).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
     let job = h.scheduler.submit(spec(&h, "b", 12, 2, 3)).await.unwrap();
     assert_eq!(wait_job(&h, &job).await, JobState::Succeeded);
+    beats.abort();
     let stored = attempts(&h, &job).await;
     let lost = stored
         .iter()
@@ -287,6 +297,27 @@ async fn a_broken_stream_is_retried() {
         .expect("a lost attempt");
     assert!(lost.reason.contains("connection reset"), "{}", lost.reason);
     assert_eq!(stored.iter().filter(|a| a.fold.0 == 0).count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_worker_whose_stream_broke_gets_no_retry() {
+    let launcher = VirtualLauncher::new(|l| match (l.fold.0, l.nth) {
+        (0, 1) => VirtualBehaviour::BreakAfter { after_epoch: 1 },
+        _ => VirtualBehaviour::Succeed,
+    });
+    let h = harness(launcher, Duration::from_secs(60)).await;
+    register(&h, "w1", 1).await;
+    register(&h, "w2", 1).await;
+    let job = h.scheduler.submit(spec(&h, "s", 12, 2, 3)).await.unwrap();
+    assert_eq!(wait_job(&h, &job).await, JobState::Succeeded);
+    let stored = attempts(&h, &job).await;
+    let fold0: Vec<&str> = stored
+        .iter()
+        .filter(|a| a.fold.0 == 0)
+        .map(|a| a.worker.as_str())
+        .collect();
+    // w1 never heartbeats after its stream broke: the retry waits for w2 instead.
+    assert_eq!(fold0, ["w1", "w2"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,7 +50,16 @@ impl Scheduler {
     /// Renews a worker's lease; false when the worker is unknown and must register.
     pub async fn heartbeat(&self, id: &WorkerId) -> Result<bool> {
         let now = now_ms();
-        let known = self.lock().registry.heartbeat(id, self.lease(), now);
+        let (known, cleared) = {
+            let registry = &mut self.lock().registry;
+            let suspect = registry.is_suspect(id);
+            let known = registry.heartbeat(id, self.lease(), now);
+            (known, suspect && known)
+        };
+        if cleared {
+            // The worker is alive after all: its free slots take folds again.
+            self.dispatch();
+        }
         if known {
             let id = id.clone();
             self.inner

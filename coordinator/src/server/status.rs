@@ -23,8 +23,11 @@ pub async fn job_status(scheduler: &Scheduler, job: &JobId) -> Result<pb::JobSta
         .await?;
     let live = scheduler.live_folds(job);
     let mut status = summary_status(&summary);
-    // The scheduler's view is newer than the database's while a job runs.
-    if let Some(state) = scheduler.live_job_state(job) {
+    // The scheduler's view is newer than the database's while a job runs. A final state
+    // is shown only once it is stored, together with its message.
+    if let Some(state) = scheduler.live_job_state(job)
+        && !state.is_terminal()
+    {
         status.state = state.to_string();
     }
     status.folds = folds
