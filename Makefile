@@ -13,10 +13,15 @@ export FOLDTRAIN_PYTHON := $(VENV)/bin/python
 DEMO_DATA ?= $(ROOT)/demo-data
 DEMO_OUT ?= $(ROOT)/demo-out
 
-.PHONY: bootstrap build release demo test lint fmt bench
+.PHONY: bootstrap otel-backend build release demo test lint fmt bench
 
 bootstrap:
 	@bash scripts/bootstrap.sh
+
+# The OTLP backend (Arize Phoenix, in .venv-otel/) that tests/tests/otlp_backend.rs sends
+# a job's spans to and reads them back from.
+otel-backend:
+	@bash scripts/install_otel_backend.sh
 
 build: bootstrap
 	cargo build --workspace --bins
@@ -24,7 +29,7 @@ build: bootstrap
 release: bootstrap
 	cargo build --release --workspace --bins
 
-test: build
+test: build otel-backend
 	cargo test --workspace --no-fail-fast
 
 lint: bootstrap

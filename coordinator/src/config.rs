@@ -24,6 +24,8 @@ pub struct ServeConfig {
     pub lease: Duration,
     /// Largest gRPC message accepted or sent.
     pub max_message_size: usize,
+    /// Where to serve Prometheus metrics at `/metrics`; None: nothing listens.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -35,6 +37,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("insecure", &self.insecure)
             .field("lease", &self.lease)
             .field("max_message_size", &self.max_message_size)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -48,6 +51,7 @@ impl Default for ServeConfig {
             insecure: false,
             lease: Duration::from_secs(15),
             max_message_size: MAX_MESSAGE_SIZE,
+            metrics_listen: None,
         }
     }
 }

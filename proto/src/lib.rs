@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod ids;
 pub mod metrics;
+pub mod metrics_http;
 pub mod propagation;
 pub mod task;
 pub mod telemetry;

@@ -9,6 +9,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -41,6 +42,23 @@ impl TelemetryEnv {
             .filter(|v| !v.is_empty())
     }
 
+    /// The `service.name` spans carry: `OTEL_SERVICE_NAME`, else a `service.name` in
+    /// `OTEL_RESOURCE_ATTRIBUTES`, else the binary's own name. The SDK's resource builder
+    /// reads both variables too, but an explicit service name would override them.
+    pub fn service_name(&self, default: &str) -> String {
+        if let Some(name) = self.get("OTEL_SERVICE_NAME") {
+            return name.to_string();
+        }
+        self.get("OTEL_RESOURCE_ATTRIBUTES")
+            .into_iter()
+            .flat_map(|attrs| attrs.split(','))
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| key.trim() == "service.name")
+            .map(|(_, value)| value.trim().to_string())
+            .filter(|value| !value.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    }
+
     /// The OTLP traces endpoint, if exporting is switched on.
     pub fn otlp_traces_endpoint(&self) -> Option<&str> {
         if self.get("OTEL_SDK_DISABLED") == Some("true")
@@ -64,6 +82,9 @@ impl TelemetryEnv {
 #[must_use = "dropping the guard flushes and stops span export"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    /// Drives the exporter's gRPC connection. It is the guard's own so that spans still
+    /// flush after the binary's runtime has stopped, and in commands that have none.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl TelemetryGuard {
@@ -82,6 +103,11 @@ impl TelemetryGuard {
                 eprintln!("warning: stopping the span exporter failed: {e}");
             }
         }
+        if let Some(runtime) = self.runtime.take() {
+            // Everything is flushed; the background variant never blocks, so the guard may
+            // also be dropped on an async thread.
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -92,7 +118,8 @@ impl Drop for TelemetryGuard {
 }
 
 /// Sets up logging and, if configured, OTLP trace export for this process, reading the
-/// process environment. Call once, early in `main`, inside the tokio runtime.
+/// process environment. Call once, early in `main`; keep the guard until the process
+/// ends, so that dropping it (on exit, SIGTERM included) flushes the spans.
 pub fn init_telemetry(service_name: &str) -> TelemetryGuard {
     init_telemetry_with(service_name, &TelemetryEnv::from_process())
 }
@@ -100,18 +127,20 @@ pub fn init_telemetry(service_name: &str) -> TelemetryGuard {
 /// As [`init_telemetry`], with the environment given explicitly.
 pub fn init_telemetry_with(service_name: &str, env: &TelemetryEnv) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let provider = env.otlp_traces_endpoint().and_then(|endpoint| {
-        match tracer_provider(service_name, endpoint) {
-            Ok(provider) => Some(provider),
+    let service_name = env.service_name(service_name);
+    let exporter = env.otlp_traces_endpoint().and_then(|endpoint| {
+        match tracer_provider(&service_name, endpoint) {
+            Ok(exporter) => Some(exporter),
             Err(e) => {
                 eprintln!("warning: OTLP export to {endpoint} disabled: {e}");
                 None
             }
         }
     });
+    let (provider, runtime) = exporter.unzip();
     let otel_layer = provider
         .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_string())));
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.clone())));
     let fmt_layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
@@ -125,22 +154,43 @@ pub fn init_telemetry_with(service_name: &str, env: &TelemetryEnv) -> TelemetryG
     if let Some(p) = &provider {
         opentelemetry::global::set_tracer_provider(p.clone());
     }
-    TelemetryGuard { provider }
+    TelemetryGuard { provider, runtime }
 }
 
-fn tracer_provider(service_name: &str, endpoint: &str) -> Result<SdkTracerProvider, String> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
+/// Marks `span` failed: its exported status becomes ERROR, described by `message`.
+/// Backends show such spans (and so the failing fold attempt) in red.
+pub fn mark_span_failed(span: &tracing::Span, message: impl std::fmt::Display) {
+    span.set_status(opentelemetry::trace::Status::error(message.to_string()));
+}
+
+/// The batch span processor exports from a thread of its own (its delay and batch size
+/// come from the `OTEL_BSP_*` variables); the gRPC channel it uses lives on `runtime`.
+fn tracer_provider(
+    service_name: &str,
+    endpoint: &str,
+) -> Result<(SdkTracerProvider, tokio::runtime::Runtime), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("otlp-export")
+        .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("starting the exporter's runtime: {e}"))?;
+    let exporter = {
+        let _entered = runtime.enter();
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .map_err(|e| e.to_string())?
+    };
     let resource = Resource::builder()
         .with_service_name(service_name.to_string())
         .build();
-    Ok(SdkTracerProvider::builder()
+    let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
-        .build())
+        .build();
+    Ok((provider, runtime))
 }
 
 #[cfg(test)]
@@ -160,6 +210,19 @@ mod tests {
         assert_eq!(env.otlp_traces_endpoint(), Some("http://127.0.0.1:9999"));
         let env = env.with("OTEL_SDK_DISABLED", "true");
         assert_eq!(env.otlp_traces_endpoint(), None);
+    }
+
+    #[test]
+    fn otel_service_name_wins_over_the_default() {
+        let env = TelemetryEnv::default();
+        assert_eq!(env.service_name("foldtrain-worker"), "foldtrain-worker");
+        let env = env.with(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=lab, service.name = gpu-pool ,host.name=a",
+        );
+        assert_eq!(env.service_name("foldtrain-worker"), "gpu-pool");
+        let env = env.with("OTEL_SERVICE_NAME", "trainer-7");
+        assert_eq!(env.service_name("foldtrain-worker"), "trainer-7");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Shared helpers for foldtrain's cross-process and end-to-end tests.
 
 pub mod cluster;
+pub mod otlp_receiver;
 pub mod procs;
+pub mod traced_job;
 
 use std::path::PathBuf;
 

@@ -31,6 +31,13 @@ impl Process {
     /// Starts `cmd` with stderr in `log`, and returns it with the first stdout line that
     /// contains `marker`.
     pub fn start(cmd: &mut Command, log: &Path, marker: &str) -> (Process, String) {
+        let (process, mut lines) = Self::start_lines(cmd, log, &[marker]);
+        (process, lines.remove(0))
+    }
+
+    /// Starts `cmd` with stderr in `log`, and returns it with, for each of `markers`, the
+    /// first stdout line that contains it.
+    pub fn start_lines(cmd: &mut Command, log: &Path, markers: &[&str]) -> (Process, Vec<String>) {
         let what = format!("{cmd:?}");
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -44,22 +51,31 @@ impl Process {
             log: log.to_path_buf(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
-        let wanted = marker.to_owned();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains(&wanted) {
-                    let _ = tx.send(line);
+                if tx.send(line).is_err() {
+                    break;
                 }
             }
         });
-        let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_else(|_| {
-            panic!(
-                "{} never printed {marker:?}; its log:\n{}",
-                process.what,
-                process.log_tail()
-            )
-        });
-        (process, line)
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut found: Vec<Option<String>> = vec![None; markers.len()];
+        while found.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                panic!(
+                    "{} never printed all of {markers:?}; its log:\n{}",
+                    process.what,
+                    process.log_tail()
+                );
+            };
+            for (marker, slot) in markers.iter().zip(&mut found) {
+                if slot.is_none() && line.contains(marker) {
+                    *slot = Some(line.clone());
+                }
+            }
+        }
+        (process, found.into_iter().flatten().collect())
     }
 
     pub fn pid(&self) -> u32 {
@@ -167,6 +183,32 @@ pub fn synth(dir: &Path, train: u32, test: u32, image_size: u32, folds: u32) -> 
         "--test-dir".into(),
         d("test"),
     ]
+}
+
+/// Job flags for the tiny DenseNet at 32 px, batch 16, one thread per fold: quick, and
+/// deterministic on CPU wherever and however often a fold runs.
+pub fn tiny_job(folds: u32, epochs: u32) -> Vec<String> {
+    let (folds, epochs) = (folds.to_string(), epochs.to_string());
+    [
+        "--folds",
+        &folds,
+        "--epochs",
+        &epochs,
+        "--arch",
+        "densenet-tiny",
+        "--head-units",
+        "32",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--torch-threads",
+        "1",
+        "--loader-threads",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// `foldtrain serve` on `127.0.0.1:port` (0 for any), storing its state in `data_dir`.

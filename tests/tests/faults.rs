@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use foldtrain_tests::procs::{
-    Process, client, free_port, ok, run, serve, synth, wait_status, wait_workers, worker, workers,
+    Process, client, free_port, ok, run, serve, synth, tiny_job, wait_status, wait_workers, worker,
+    workers,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -22,31 +23,6 @@ const IMAGE_SIZE: u32 = 32;
 const LEASE_MS: u64 = 1500;
 /// Any one job of these tests finishes well within this.
 const JOB_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// The tiny DenseNet for `epochs` epochs over `folds` folds, one thread per fold, so that
-/// a fold computes the same numbers wherever and however often it runs.
-fn job_flags(folds: u32, epochs: u32) -> Vec<String> {
-    [
-        "--folds",
-        &folds.to_string(),
-        "--epochs",
-        &epochs.to_string(),
-        "--arch",
-        "densenet-tiny",
-        "--head-units",
-        "32",
-        "--image-size",
-        &IMAGE_SIZE.to_string(),
-        "--batch-size",
-        "16",
-        "--torch-threads",
-        "1",
-        "--loader-threads",
-        "1",
-    ]
-    .map(String::from)
-    .to_vec()
-}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -214,7 +190,7 @@ fn attempts(s: &Value, fold: u64) -> Vec<Value> {
 #[test]
 fn worker_killed_mid_epoch_resumes_from_its_checkpoint() {
     let mut scene = Scene::new(3);
-    let flags = job_flags(2, 3);
+    let flags = tiny_job(2, 3);
     let (job, victim) = (
         scene.submit(&flags, "killed-worker"),
         scene.workers[0].1.clone(),
@@ -260,7 +236,7 @@ fn worker_killed_mid_epoch_resumes_from_its_checkpoint() {
 #[test]
 fn worker_stopped_past_its_lease_is_fenced_off() {
     let scene = Scene::new(3);
-    let flags = job_flags(2, 3);
+    let flags = tiny_job(2, 3);
     let (job, victim) = (
         scene.submit(&flags, "frozen-worker"),
         scene.workers[0].1.clone(),
@@ -307,7 +283,7 @@ fn worker_stopped_past_its_lease_is_fenced_off() {
 #[test]
 fn coordinator_killed_and_restarted_resumes_the_job() {
     let mut scene = Scene::new(2);
-    let flags = job_flags(3, 3);
+    let flags = tiny_job(3, 3);
     let job = scene.submit(&flags, "killed-coordinator");
     let watch_log = scene.path("watch.log");
     let mut watch = Command::new(foldtrain_tests::binary("foldtrain"))
@@ -412,7 +388,7 @@ fn coordinator_killed_and_restarted_resumes_the_job() {
 #[test]
 fn cancel_stops_training_and_keeps_finished_folds() {
     let scene = Scene::new(2);
-    let job = scene.submit(&job_flags(3, 3), "cancelled");
+    let job = scene.submit(&tiny_job(3, 3), "cancelled");
     let seen = wait_status(
         &scene.url,
         &job,
@@ -481,7 +457,7 @@ fn cancel_stops_training_and_keeps_finished_folds() {
 #[test]
 fn non_retryable_failure_fails_the_job_at_once() {
     let scene = Scene::new(1);
-    let mut flags = job_flags(2, 2);
+    let mut flags = tiny_job(2, 2);
     flags.extend(["--lr".into(), "1e30".into()]);
     let job = scene.submit(&flags, "nan");
     let s = scene.finish(&job);
@@ -521,7 +497,7 @@ fn retries_run_out_after_max_attempts() {
     let cache = scene.path("cache-0");
     std::fs::remove_dir_all(&cache).unwrap();
     std::fs::write(&cache, b"not a directory").unwrap();
-    let mut flags = job_flags(2, 1);
+    let mut flags = tiny_job(2, 1);
     flags.extend(["--max-attempts".into(), "2".into()]);
     let job = scene.submit(&flags, "retries");
     let s = scene.finish(&job);

@@ -7,32 +7,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use foldtrain_tests::binary;
-use foldtrain_tests::procs::{Process, ok, run};
+use foldtrain_tests::procs::{Process, ok, run, tiny_job};
 
 /// The bundled synthetic data set: 60 training and 8 test images.
 fn synth(dir: &Path) -> Vec<String> {
     foldtrain_tests::procs::synth(dir, 60, 8, 24, 3)
 }
-
-/// A quick job: the tiny DenseNet, 3 folds, 1 epoch, small images, one thread per fold.
-const QUICK: &[&str] = &[
-    "--folds",
-    "3",
-    "--epochs",
-    "1",
-    "--arch",
-    "densenet-tiny",
-    "--head-units",
-    "32",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "16",
-    "--torch-threads",
-    "1",
-    "--loader-threads",
-    "1",
-];
 
 fn check_results(out: &Path, test_rows: usize) {
     for file in [
@@ -127,7 +107,7 @@ fn serve_two_workers_submit_watch_results() {
     }
 
     let mut submit = client(&["submit", "--wait", "--quiet", "--name", "binaries"]);
-    submit.args(&dataset).args(QUICK);
+    submit.args(&dataset).args(tiny_job(3, 1));
     let stdout = ok(&mut submit);
     let job = stdout.lines().next().unwrap().trim().to_owned();
     assert!(stdout.contains("OOF"), "no summary after --wait:\n{stdout}");
@@ -172,7 +152,7 @@ fn run_trains_on_local_workers() {
     let mut cmd = Command::new(binary("foldtrain"));
     cmd.arg("run")
         .args(&dataset)
-        .args(QUICK)
+        .args(tiny_job(3, 1))
         .args(["--workers", "2", "--cpu", "--quiet", "--out"])
         .arg(&out)
         .env("FOLDTRAIN_WORKER_BIN", binary("foldtrain-worker"));
@@ -185,7 +165,7 @@ fn run_trains_on_local_workers() {
     broken
         .arg("run")
         .args(&dataset)
-        .args(QUICK)
+        .args(tiny_job(3, 1))
         .args(["--out", dir.path().join("never").to_str().unwrap()])
         .env("FOLDTRAIN_WORKER_BIN", "/nonexistent/foldtrain-worker");
     let failed = run(&mut broken);

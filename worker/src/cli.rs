@@ -44,6 +44,13 @@ pub struct WorkerArgs {
     /// Stable worker id (default: <hostname>-<random hex>).
     #[arg(long, env = "FOLDTRAIN_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Export a `batch` span for every Nth training batch (0: none; spans need OTEL_* set).
+    #[arg(long, env = "FOLDTRAIN_BATCH_SPAN_EVERY", default_value_t = 0)]
+    pub batch_span_every: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465; port 0 picks
+    /// a free port, printed at startup). Unset: no metrics endpoint.
+    #[arg(long, env = "FOLDTRAIN_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Print what libtorch sees (CUDA, GPUs, the slots this worker would serve) and exit.
     #[arg(long)]
     pub list_devices: bool,
@@ -75,6 +82,11 @@ impl WorkerArgs {
             cache_dir: self.cache_dir,
             token,
             worker_id: self.worker_id,
+            metrics_listen: self.metrics_listen,
+            run_options: crate::train::RunOptions {
+                batch_span_every: self.batch_span_every,
+                ..crate::train::RunOptions::default()
+            },
             ..WorkerConfig::default()
         };
         config.validate()?;
@@ -128,6 +140,13 @@ fn serve(args: WorkerArgs, slots: Vec<Slot>) -> anyhow::Result<()> {
             handle.url(),
             names.join(",")
         )?;
+        if let Some(addr) = handle.metrics_addr() {
+            writeln!(
+                stdout,
+                "metrics on {}",
+                foldtrain_proto::metrics_http::metrics_url(addr)
+            )?;
+        }
         stdout.flush()?;
         drop(stdout);
         handle.wait().await?;
@@ -181,6 +200,24 @@ mod tests {
         assert_eq!(config.worker_id.as_deref(), Some("gpu-box-1"));
         assert_eq!(config.slots, vec![Slot::Cuda(0), Slot::Cuda(1)]);
         assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.metrics_listen, None);
+
+        let config = parse(&[
+            "--coordinator",
+            "http://c:1",
+            "--metrics-listen",
+            "0.0.0.0:9465",
+        ])
+        .into_config(vec![Slot::Cpu])
+        .unwrap();
+        assert_eq!(config.metrics_listen, Some("0.0.0.0:9465".parse().unwrap()));
+        let err = WorkerArgs::try_parse_from(["foldtrain-worker", "--metrics-listen", ":9465"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--metrics-listen") && err.contains(":9465"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -135,6 +135,8 @@ impl LocalWorkers {
                 .env_remove("FOLDTRAIN_ADVERTISE")
                 .env_remove("FOLDTRAIN_GPUS")
                 .env_remove("FOLDTRAIN_CPU")
+                // One fixed metrics port cannot serve several local workers.
+                .env_remove("FOLDTRAIN_METRICS_LISTEN")
                 .stdin(Stdio::null())
                 // Progress reaches the terminal through the coordinator; the workers' logs
                 // would only scramble it, so they go to files (and are quoted on failure).

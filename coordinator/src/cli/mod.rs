@@ -81,7 +81,12 @@ pub fn run(cli: Cli) -> ExitCode {
     if !matches!(cli.command, Command::Serve(_)) && std::env::var_os("RUST_LOG").is_none() {
         env = env.with("RUST_LOG", "warn");
     }
-    let _telemetry = foldtrain_proto::telemetry::init_telemetry_with("foldtrain-coordinator", &env);
+    // Spans of the client commands (when OTEL_* is set) are told apart from the server's.
+    let service = match cli.command {
+        Command::Serve(_) | Command::Run(_) => "foldtrain-coordinator",
+        _ => "foldtrain-cli",
+    };
+    let _telemetry = foldtrain_proto::telemetry::init_telemetry_with(service, &env);
     let result: CommandResult = match cli.command {
         Command::DefaultConfig => {
             print!("{}", foldtrain_proto::JobConfig::default().to_toml());

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use foldtrain_proto::auth::read_token_file;
+use foldtrain_proto::metrics_http::metrics_url;
 
 use super::CommandResult;
 use crate::config::ServeConfig;
@@ -30,6 +31,10 @@ pub struct ServeArgs {
     /// Milliseconds a worker stays counted as alive after its last heartbeat.
     #[arg(long, env = "FOLDTRAIN_LEASE_MS", default_value_t = 15_000)]
     pub lease_ms: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks
+    /// a free port, printed at startup). Unset: no metrics endpoint.
+    #[arg(long, env = "FOLDTRAIN_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -46,6 +51,7 @@ impl ServeArgs {
             token,
             insecure: self.insecure,
             lease: Duration::from_millis(self.lease_ms),
+            metrics_listen: self.metrics_listen,
             ..ServeConfig::default()
         };
         config.validate()?;
@@ -59,6 +65,9 @@ pub fn serve(args: ServeArgs) -> CommandResult {
     runtime.block_on(async {
         let handle = crate::server::start(config, shutdown_signal()).await?;
         println!("foldtrain coordinator listening on {}", handle.url());
+        if let Some(addr) = handle.metrics_addr() {
+            println!("metrics on {}", metrics_url(addr));
+        }
         handle.wait().await?;
         anyhow::Ok(())
     })?;
@@ -118,6 +127,7 @@ mod tests {
         let c = w.args.into_config().unwrap();
         assert_eq!(c.token.as_deref(), Some("s3cret"));
         assert_eq!(c.lease, Duration::from_millis(500));
+        assert_eq!(c.metrics_listen, None);
 
         let w = Wrapper::try_parse_from(["serve", "--listen", "0.0.0.0:0"]).unwrap();
         let err = w.args.into_config().unwrap_err().to_string();
@@ -131,5 +141,21 @@ mod tests {
         std::fs::write(&token, "\n").unwrap();
         let err = read_token_file(&token).unwrap_err().to_string();
         assert!(err.contains("is empty"), "{err}");
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_named_on_error() {
+        let w = Wrapper::try_parse_from(["serve", "--metrics-listen", "127.0.0.1:0"]).unwrap();
+        let c = w.args.into_config().unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+
+        let err = Wrapper::try_parse_from(["serve", "--metrics-listen", "localhost:nope"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("--metrics-listen") && err.contains("localhost:nope"),
+            "{err}"
+        );
     }
 }

@@ -4,14 +4,16 @@
 use std::sync::Arc;
 
 use foldtrain_proto::task::{CheckpointKind, FoldFailure, FoldSummary};
+use foldtrain_proto::telemetry::mark_span_failed;
 use foldtrain_proto::{AttemptId, FoldEvent, FoldIndex};
 use futures::StreamExt;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{Instrument, Span, info, info_span, warn};
 
 use super::core::Scheduler;
 use super::job_spec::fold_task;
 use super::launcher::SlotTarget;
+use super::metrics::Direction;
 use super::state::StopReason;
 use crate::error::{CoordinatorError, Result};
 use crate::store::{
@@ -67,6 +69,16 @@ impl Scheduler {
                 cause: "coordinator".into(),
             }),
         };
+        // The fold_attempt span turns red in trace viewers when the attempt failed.
+        match &outcome {
+            Outcome::Failed(f) => {
+                mark_span_failed(&Span::current(), format!("{}: {}", f.cause, f.message))
+            }
+            Outcome::Stopped(StopReason::WorkerLost(reason)) => {
+                mark_span_failed(&Span::current(), reason)
+            }
+            _ => {}
+        }
         if let Err(e) = self.conclude(&launch, outcome).await {
             warn!(error = %e, "recording the attempt outcome failed");
         }
@@ -202,10 +214,17 @@ impl Scheduler {
                 self.notify(&job, Some(fold), Some(record));
             }
             FoldEvent::Checkpoint { kind, epoch, bytes } => {
-                let blob = self.put_blob(bytes).await?;
-                let id = job.clone();
-                db.call(move |c| store::folds::set_checkpoint(c, &id, fold, kind, blob, epoch))
-                    .await?;
+                self.metrics().streamed(Direction::Checkpoint, bytes.len());
+                let span = info_span!("store_checkpoint", ?kind, epoch, bytes = bytes.len());
+                let blob = async {
+                    let blob = self.put_blob(bytes).await?;
+                    let id = job.clone();
+                    db.call(move |c| store::folds::set_checkpoint(c, &id, fold, kind, blob, epoch))
+                        .await?;
+                    Ok::<_, CoordinatorError>(blob)
+                }
+                .instrument(span)
+                .await?;
                 match kind {
                     CheckpointKind::Latest => {
                         if let Some(f) = self.lock().fold_mut(&job, fold) {
@@ -388,6 +407,7 @@ impl Scheduler {
         max_attempts: u32,
     ) -> Result<()> {
         let (job, fold, attempt) = (&launch.job.id, launch.fold, launch.attempt);
+        self.metrics().attempt_failed(&failure.cause);
         let state = if failure.cause == "worker_lost" {
             // Until the worker is heard from again, the retry goes elsewhere.
             self.lock().registry.suspect(&launch.target.worker);

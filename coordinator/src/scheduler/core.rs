@@ -11,6 +11,7 @@ use tracing::{Instrument, info, info_span, warn};
 use super::attempt::Launch;
 use super::job_spec::JobSpec;
 use super::launcher::FoldLauncher;
+use super::metrics::CoordinatorMetrics;
 use super::state::{FoldLive, FoldRuntime, JobRuntime, RunningAttempt, State, StopReason};
 use crate::error::{CoordinatorError, Result};
 use crate::store::{self, FoldState, JobState, Store, now_ms};
@@ -51,6 +52,7 @@ pub(super) struct Inner {
     pub launcher: Arc<dyn FoldLauncher>,
     pub options: SchedulerOptions,
     pub events: broadcast::Sender<JobEvent>,
+    pub metrics: CoordinatorMetrics,
 }
 
 impl Scheduler {
@@ -69,6 +71,7 @@ impl Scheduler {
                 launcher,
                 options,
                 events,
+                metrics: CoordinatorMetrics::new(),
             }),
         };
         scheduler.recover().await?;
@@ -85,6 +88,11 @@ impl Scheduler {
 
     pub fn lease(&self) -> Duration {
         self.inner.options.lease
+    }
+
+    /// The Prometheus metrics this scheduler and its server count into.
+    pub fn metrics(&self) -> &CoordinatorMetrics {
+        &self.inner.metrics
     }
 
     /// Listens to job events (epochs, state changes).
@@ -140,7 +148,8 @@ impl Scheduler {
             .db
             .call(move |c| store::jobs::insert_job(c, &stored))
             .await?;
-        let span = info_span!("job", job = %id);
+        // Every job is a trace of its own, whatever request happened to submit it.
+        let span = info_span!(parent: None, "job", job = %id);
         span.in_scope(|| {
             info!(
                 train = record.train.len(),
@@ -267,6 +276,7 @@ impl Scheduler {
                 fold = launch.fold.0,
                 attempt = launch.attempt.0,
                 worker = %launch.target.worker,
+                device = %launch.target.device(),
             );
             let scheduler = self.clone();
             tokio::spawn(async move { scheduler.run_attempt(launch).await }.instrument(span));
@@ -311,6 +321,9 @@ impl Scheduler {
             span
         };
         span.in_scope(|| warn!(state = %state, %message, "job stopped"));
+        if state != JobState::Cancelled {
+            foldtrain_proto::telemetry::mark_span_failed(&span, &message);
+        }
         let id = job.clone();
         let fold_state = if state == JobState::Cancelled {
             FoldState::Cancelled

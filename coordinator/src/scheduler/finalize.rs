@@ -3,7 +3,7 @@
 
 use foldtrain_proto::task::FoldSummary;
 use foldtrain_proto::{FoldIndex, JobId};
-use tracing::{Instrument, error, info};
+use tracing::{Instrument, Span, error, info, info_span};
 
 use super::core::Scheduler;
 use crate::aggregate::{FoldResult, ResultsSummary, write_fold_results, write_results};
@@ -23,14 +23,23 @@ impl Scheduler {
             return;
         };
         let scheduler = self.clone();
+        let finalize = info_span!(parent: &span, "finalize", folds = record.folds());
         tokio::spawn(
             async move {
                 let store = scheduler.inner.store.clone();
+                // Blocking threads do not inherit the current span: carry it over.
+                let finalize = Span::current();
                 let result = tokio::task::spawn_blocking(move || {
-                    let summary = aggregate(&store, &record)?;
+                    let summary = finalize.in_scope(|| {
+                        info_span!("aggregate").in_scope(|| aggregate(&store, &record))
+                    })?;
                     // The results are complete without the report: its failure is recorded
                     // on the job, never turned into a failed job.
-                    let report = render_report(&store.job_dir(&record.id), &summary, &record);
+                    let report = finalize.in_scope(|| {
+                        info_span!("render_report").in_scope(|| {
+                            render_report(&store.job_dir(&record.id), &summary, &record)
+                        })
+                    });
                     Ok::<_, CoordinatorError>((summary, report))
                 })
                 .await
@@ -78,7 +87,7 @@ impl Scheduler {
                     }
                 }
             }
-            .instrument(span),
+            .instrument(finalize),
         );
     }
 }

@@ -18,6 +18,16 @@ pub struct SlotTarget {
     pub device_index: i32,
 }
 
+impl SlotTarget {
+    /// The slot's device as operators name it: `cuda:1`, or `cpu`.
+    pub fn device(&self) -> String {
+        match self.device_index {
+            i if i >= 0 => format!("cuda:{i}"),
+            _ => "cpu".to_string(),
+        }
+    }
+}
+
 /// The events of one attempt, whole (not chunked). An `Err` item or the end of the
 /// stream without `Done`/`Failed` means the worker was lost: the fold is retried.
 pub type FoldEventStream = BoxStream<'static, Result<FoldEvent, CoordinatorError>>;
@@ -26,4 +36,21 @@ pub type FoldEventStream = BoxStream<'static, Result<FoldEvent, CoordinatorError
 pub trait FoldLauncher: Send + Sync + 'static {
     /// Starts `task` on `target`. Dropping the returned stream abandons the attempt.
     fn launch(&self, target: &SlotTarget, task: FoldTask) -> FoldEventStream;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_devices_are_named_as_operators_name_them() {
+        let slot = |device_index| SlotTarget {
+            worker: WorkerId::new("w".to_string()),
+            address: "http://127.0.0.1:1".into(),
+            slot: 0,
+            device_index,
+        };
+        assert_eq!(slot(1).device(), "cuda:1");
+        assert_eq!(slot(-1).device(), "cpu");
+    }
 }

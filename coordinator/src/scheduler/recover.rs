@@ -38,7 +38,7 @@ impl Scheduler {
                 let id = record.id.clone();
                 info!(job = %id, "resuming unfinished job");
                 let runtime = JobRuntime {
-                    span: info_span!("job", job = %id),
+                    span: info_span!(parent: None, "job", job = %id),
                     state: record.state,
                     folds: folds
                         .iter()

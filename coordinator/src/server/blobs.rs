@@ -1,10 +1,12 @@
 //! Blob transfer RPCs: chunked uploads verified before they become visible, and
 //! chunked downloads.
 
+use foldtrain_proto::telemetry::mark_span_failed;
 use foldtrain_proto::{BlobHash, CHUNK_SIZE, pb};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tonic::Status;
+use tracing::{Instrument, Span};
 
 use crate::error::{CoordinatorError, Result};
 use crate::store::{BlobStore, BlobWriter};
@@ -107,14 +109,26 @@ pub fn send(
     }
     let (tx, rx) = mpsc::channel(4);
     let blobs = blobs.clone();
-    tokio::spawn(async move {
-        for hash in hashes {
-            if let Err(e) = send_one(&blobs, hash, &tx).await {
-                let _ = tx.send(Err(e.into())).await;
-                return;
+    // The producer outlives the handler: it carries the caller's span (`serve_blobs`) so
+    // the transfer's duration and size land there.
+    let span = Span::current();
+    tokio::spawn(
+        async move {
+            let mut sent = 0u64;
+            for hash in hashes {
+                match send_one(&blobs, hash, &tx).await {
+                    Ok(bytes) => sent += bytes,
+                    Err(e) => {
+                        mark_span_failed(&Span::current(), &e);
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                }
             }
+            Span::current().record("bytes", sent as i64);
         }
-    });
+        .instrument(span),
+    );
     Ok(rx)
 }
 
@@ -122,7 +136,7 @@ async fn send_one(
     blobs: &BlobStore,
     hash: BlobHash,
     tx: &mpsc::Sender<Result<pb::BlobChunk, Status>>,
-) -> Result<()> {
+) -> Result<u64> {
     let path = blobs.path(&hash);
     let io = |e| CoordinatorError::io(format!("reading {}", path.display()), e);
     let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
@@ -140,11 +154,11 @@ async fn send_one(
             last,
         };
         if tx.send(Ok(chunk)).await.is_err() {
-            return Ok(());
+            return Ok(offset);
         }
         offset += len;
         if last {
-            return Ok(());
+            return Ok(offset);
         }
     }
 }

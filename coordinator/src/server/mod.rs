@@ -5,6 +5,7 @@ mod artifacts;
 mod auth;
 mod blobs;
 mod convert;
+mod metrics;
 mod service;
 mod start;
 mod status;
@@ -13,6 +14,7 @@ mod status;
 mod tests;
 
 pub use auth::{BearerAuth, constant_time_eq};
+pub use metrics::serve_coordinator_metrics;
 pub use service::CoordinatorService;
 pub use start::{ServerHandle, start, start_with_launcher};
 pub use status::job_status;

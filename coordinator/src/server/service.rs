@@ -4,15 +4,18 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use foldtrain_proto::propagation::adopt_trace_context;
+use foldtrain_proto::telemetry::mark_span_failed;
 use foldtrain_proto::{JobId, ProtoError, WorkerId, pb};
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::{Instrument, field, info_span};
 
-use super::{artifacts, blobs, convert, status};
+use super::{artifacts, blobs, convert, metrics, status};
 use crate::error::CoordinatorError;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Direction, Scheduler};
 use crate::store::{self, JobState};
 
 type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -53,8 +56,24 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<tonic::Streaming<pb::BlobChunk>>,
     ) -> Result<Response<pb::UploadBlobsResponse>, Status> {
-        let (blobs, bytes) =
-            blobs::receive(&self.scheduler.store().blobs, request.into_inner()).await?;
+        let (metadata, _, chunks) = request.into_parts();
+        let span = info_span!("receive_blobs", blobs = field::Empty, bytes = field::Empty);
+        adopt_trace_context(&span, &metadata);
+        let received = blobs::receive(&self.scheduler.store().blobs, chunks)
+            .instrument(span.clone())
+            .await;
+        match &received {
+            // As i64: tracing-opentelemetry exports u64 fields as strings.
+            Ok((count, bytes)) => {
+                span.record("blobs", *count as i64);
+                span.record("bytes", *bytes as i64);
+            }
+            Err(e) => mark_span_failed(&span, e),
+        }
+        let (blobs, bytes) = received?;
+        self.scheduler
+            .metrics()
+            .streamed(Direction::Upload, bytes as usize);
         Ok(Response::new(pb::UploadBlobsResponse { blobs, bytes }))
     }
 
@@ -64,9 +83,15 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<pb::DownloadBlobsRequest>,
     ) -> Result<Response<Self::DownloadBlobsStream>, Status> {
-        let hashes = convert::hashes("hashes", &request.into_inner().hashes)?;
-        let rx = blobs::send(&self.scheduler.store().blobs, hashes)?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let (metadata, _, message) = request.into_parts();
+        let hashes = convert::hashes("hashes", &message.hashes)?;
+        // A worker's request carries its fold's trace: the transfer shows up in the job.
+        let span = info_span!("serve_blobs", blobs = hashes.len(), bytes = field::Empty);
+        adopt_trace_context(&span, &metadata);
+        let rx = span.in_scope(|| blobs::send(&self.scheduler.store().blobs, hashes))?;
+        let chunks =
+            metrics::count_sent(rx, &self.scheduler, Direction::Download, |c| c.data.len());
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn submit_job(
@@ -150,7 +175,9 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         let dir = self.scheduler.store().job_dir(&id);
         let path = artifacts::resolve(&id, &dir, &request.path)?;
         let rx = artifacts::stream(path).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let chunks =
+            metrics::count_sent(rx, &self.scheduler, Direction::Artifact, |c| c.data.len());
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn list_artifacts(

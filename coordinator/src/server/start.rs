@@ -5,8 +5,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use foldtrain_proto::metrics_http::MetricsServer;
 use foldtrain_proto::pb::coordinator_server::CoordinatorServer;
 use foldtrain_proto::{CONNECTION_WINDOW, STREAM_WINDOW};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -14,6 +16,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use super::auth::BearerAuth;
+use super::metrics::serve_coordinator_metrics;
 use super::service::CoordinatorService;
 use crate::config::ServeConfig;
 use crate::error::{CoordinatorError, Result};
@@ -25,6 +28,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     scheduler: Scheduler,
     task: JoinHandle<Result<()>>,
+    metrics: Option<MetricsServer>,
 }
 
 impl ServerHandle {
@@ -42,11 +46,21 @@ impl ServerHandle {
         &self.scheduler
     }
 
+    /// The address `/metrics` is served on, when `metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
+    }
+
     /// Waits until the server has stopped (after `shutdown` resolved).
     pub async fn wait(self) -> Result<()> {
-        self.task
+        let served = self
+            .task
             .await
-            .map_err(|e| CoordinatorError::Corrupt(format!("server task failed: {e}")))?
+            .map_err(|e| CoordinatorError::Corrupt(format!("server task failed: {e}")))?;
+        if let Some(metrics) = self.metrics {
+            metrics.wait().await;
+        }
+        served
     }
 }
 
@@ -89,6 +103,17 @@ pub async fn start_with_launcher(
         .max_decoding_message_size(config.max_message_size)
         .max_encoding_message_size(config.max_message_size);
     let service = InterceptedService::new(service, BearerAuth::new(config.token.as_deref()));
+    // The metrics endpoint stops when the gRPC server does, whichever way that happens.
+    let (stopped, stop_metrics) = oneshot::channel::<()>();
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let shutdown = async move {
+                let _ = stop_metrics.await;
+            };
+            Some(serve_coordinator_metrics(addr, scheduler.clone(), shutdown).await?)
+        }
+        None => None,
+    };
     let monitor = scheduler.spawn_lease_monitor();
     let stopping = scheduler.clone();
     info!(%addr, data_dir = %config.data_dir.display(), auth = config.token.is_some(), "coordinator listening");
@@ -103,11 +128,13 @@ pub async fn start_with_launcher(
             })
             .await;
         monitor.abort();
+        drop(stopped);
         result.map_err(|e| CoordinatorError::io("serving gRPC", std::io::Error::other(e)))
     });
     Ok(ServerHandle {
         addr,
         scheduler,
         task,
+        metrics,
     })
 }

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use super::WorkerError;
 use super::fetch::{Wanted, fetch_missing};
+use super::metrics::AttemptMetrics;
 use super::service::Shared;
 use super::slots::SlotLease;
 use crate::data::HashDirSource;
@@ -39,6 +40,7 @@ struct WireSink {
     attempt: AttemptId,
     lease: Option<SlotLease>,
     stopping: Arc<AtomicBool>,
+    metrics: AttemptMetrics,
 }
 
 impl EventSink for WireSink {
@@ -48,6 +50,7 @@ impl EventSink for WireSink {
         if self.stopping.load(Ordering::Relaxed) {
             return Err(SinkClosed);
         }
+        self.metrics.observe(&event);
         if matches!(event, FoldEvent::Done(_) | FoldEvent::Failed(_)) {
             // run_fold sends its verdict after the model and optimizer are dropped: the
             // slot is free now, and must be before the coordinator hears of it, since
@@ -112,6 +115,7 @@ pub async fn run_attempt(shared: Arc<Shared>, attempt: Attempt) {
     let ids = (task.job_id.clone(), task.fold, task.attempt);
     if let Err(e) = train(&shared, task, resume_blob, lease, &cancel, &tx).await {
         warn!(error = %e, "fold attempt failed before training");
+        foldtrain_proto::telemetry::mark_span_failed(&tracing::Span::current(), &e);
         send_failure(&tx, &ids, e.to_failure()).await;
     }
     watcher.abort();
@@ -147,7 +151,12 @@ async fn train(
         task.resume = Some(bytes);
     }
     let source = Arc::new(HashDirSource::new(shared.cache.dir()));
+    let metrics =
+        shared
+            .metrics
+            .attempt(lease.slot(), task.config.train.batch_size, task.train.len());
     let mut sink = WireSink {
+        metrics,
         tx: tx.clone(),
         job: task.job_id.clone(),
         fold: task.fold,

@@ -32,6 +32,8 @@ pub struct WorkerConfig {
     pub run_options: RunOptions,
     /// Largest gRPC message accepted or sent.
     pub max_message_size: usize,
+    /// Where to serve Prometheus metrics at `/metrics`; None: nothing listens.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -46,6 +48,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("worker_id", &self.worker_id)
             .field("run_options", &self.run_options)
             .field("max_message_size", &self.max_message_size)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -62,6 +65,7 @@ impl Default for WorkerConfig {
             worker_id: None,
             run_options: RunOptions::default(),
             max_message_size: MAX_MESSAGE_SIZE,
+            metrics_listen: None,
         }
     }
 }

@@ -4,9 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use foldtrain_proto::propagation::inject_trace_context;
 use foldtrain_proto::{BlobHash, CHUNK_SIZE, pb};
 use tonic::Code;
-use tracing::debug;
+use tracing::{Instrument, Span, debug, info_span};
 
 use super::WorkerError;
 use super::cache::BlobCache;
@@ -24,6 +25,7 @@ pub struct Wanted {
 }
 
 /// Downloads whatever of `wanted` the cache lacks; returns how many blobs that was.
+#[tracing::instrument(name = "pull_blobs", skip_all, fields(wanted = wanted.len(), missing))]
 pub async fn fetch_missing(
     client: &mut Coordinator,
     url: &str,
@@ -41,13 +43,18 @@ pub async fn fetch_missing(
     })
     .await
     .map_err(|e| internal("checking the blob cache", e))?;
+    Span::current().record("missing", missing.len());
     for (i, batch) in missing.chunks(BATCH).enumerate() {
         debug!(
             batch = i,
             blobs = batch.len(),
             "downloading blobs from the coordinator"
         );
-        if let Err(e) = download_batch(client, url, cache, batch).await {
+        let span = info_span!("download_blobs", batch = i, blobs = batch.len());
+        if let Err(e) = download_batch(client, url, cache, batch)
+            .instrument(span)
+            .await
+        {
             return Err(match e {
                 Fetch::NotFound(message) => {
                     name_missing(client, url, &missing[i * BATCH..], message).await
@@ -99,9 +106,11 @@ async fn download_batch(
     batch: &[Wanted],
 ) -> Result<(), Fetch> {
     let names: HashMap<BlobHash, &str> = batch.iter().map(|w| (w.hash, w.name.as_str())).collect();
-    let request = pb::DownloadBlobsRequest {
+    let mut request = tonic::Request::new(pb::DownloadBlobsRequest {
         hashes: batch.iter().map(|w| w.hash.0.to_vec()).collect(),
-    };
+    });
+    // The coordinator's `serve_blobs` span joins this fold's trace.
+    inject_trace_context(&Span::current(), request.metadata_mut());
     let mut stream = client
         .download_blobs(request)
         .await

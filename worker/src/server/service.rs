@@ -6,17 +6,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use foldtrain_proto::propagation::adopt_trace_context;
+use foldtrain_proto::telemetry::mark_span_failed;
 use foldtrain_proto::{BlobHash, FoldTask, ProtoError, pb};
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, field, info, info_span};
 
 use super::WorkerError;
 use super::attempt::{Attempt, run_attempt};
 use super::cache::BlobCache;
 use super::client::Coordinator;
+use super::metrics::WorkerMetrics;
 use super::slots::SlotTable;
 use crate::train::RunOptions;
 
@@ -30,6 +32,8 @@ pub struct Shared {
     pub run_options: RunOptions,
     /// Set once shutdown begins: no new attempts, running ones end as lost.
     pub stopping: Arc<AtomicBool>,
+    /// Counted from every attempt's events; served when `--metrics-listen` is set.
+    pub metrics: WorkerMetrics,
 }
 
 impl Shared {
@@ -88,7 +92,9 @@ impl pb::worker_server::Worker for WorkerService {
             fold = task.fold.0,
             attempt = task.attempt.0,
             worker = %shared.worker_id,
+            device = field::Empty,
         );
+        // Before the span is first entered: a started span can no longer change parent.
         adopt_trace_context(&span, &metadata);
         let cancel = Arc::new(AtomicBool::new(false));
         let what = format!(
@@ -98,7 +104,11 @@ impl pb::worker_server::Worker for WorkerService {
         let lease = shared
             .slots
             .acquire(device_index, what, cancel.clone())
-            .inspect_err(|e| span.in_scope(|| info!(error = %e, "task refused")))?;
+            .inspect_err(|e| {
+                span.in_scope(|| info!(error = %e, "task refused"));
+                mark_span_failed(&span, e);
+            })?;
+        span.record("device", lease.slot().name().as_str());
         span.in_scope(|| {
             info!(
                 slot = %lease.slot().name(),

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use foldtrain_proto::auth::BearerAuth;
+use foldtrain_proto::metrics_http::MetricsServer;
 use foldtrain_proto::pb;
 use foldtrain_proto::pb::worker_server::WorkerServer;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -20,6 +22,8 @@ use super::WorkerError;
 use super::cache::BlobCache;
 use super::client::coordinator_client;
 use super::config::{WorkerConfig, default_worker_id, hostname};
+use super::metrics::WorkerMetrics;
+use super::metrics_endpoint::serve_worker_metrics;
 use super::register::stay_registered;
 use super::service::{Shared, WorkerService};
 use super::slots::SlotTable;
@@ -30,6 +34,7 @@ pub struct WorkerHandle {
     url: String,
     shared: Arc<Shared>,
     task: JoinHandle<Result<(), WorkerError>>,
+    metrics: Option<MetricsServer>,
 }
 
 impl WorkerHandle {
@@ -57,13 +62,22 @@ impl WorkerHandle {
         self.shared.slots.busy()
     }
 
+    /// The address `/metrics` is served on, when `metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
+    }
+
     /// Waits until the server has stopped (after `shutdown` resolved and the running
     /// attempts ended).
     pub async fn wait(self) -> Result<(), WorkerError> {
-        self.task.await.map_err(|e| WorkerError::Internal {
+        let served = self.task.await.map_err(|e| WorkerError::Internal {
             what: "the worker server task",
             message: e.to_string(),
-        })?
+        })?;
+        if let Some(metrics) = self.metrics {
+            metrics.wait().await;
+        }
+        served
     }
 }
 
@@ -115,6 +129,7 @@ pub async fn start(
         cache: Arc::new(cache),
         run_options: config.run_options,
         stopping: Arc::new(AtomicBool::new(false)),
+        metrics: WorkerMetrics::new(&config.slots),
         worker_id,
     });
     let registration = pb::RegisterWorkerRequest {
@@ -143,6 +158,17 @@ pub async fn start(
         slots = config.slots.len(),
         "worker listening"
     );
+    // The metrics endpoint stops when the gRPC server does, whichever way that happens.
+    let (stopped, stop_metrics) = oneshot::channel::<()>();
+    let metrics = match config.metrics_listen {
+        Some(metrics_addr) => {
+            let shutdown = async move {
+                let _ = stop_metrics.await;
+            };
+            Some(serve_worker_metrics(metrics_addr, shared.clone(), &config.slots, shutdown).await?)
+        }
+        None => None,
+    };
     let registering = tokio::spawn(stay_registered(shared.clone(), registration));
     let stopping = shared.clone();
     let task = tokio::spawn(async move {
@@ -157,6 +183,7 @@ pub async fn start(
             })
             .await;
         registering.abort();
+        drop(stopped);
         result.map_err(|e| WorkerError::Serve {
             addr,
             message: e.to_string(),
@@ -167,5 +194,6 @@ pub async fn start(
         url,
         shared,
         task,
+        metrics,
     })
 }

@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use foldtrain_proto::config::{ClassWeights, Precision};
 use foldtrain_proto::task::{CheckpointKind, EpochRecord, FoldSummary};
+use foldtrain_proto::telemetry::mark_span_failed;
 use foldtrain_proto::{FoldEvent, FoldTask};
 use tch::{Device, Kind, Tensor, nn};
-use tracing::{Span, debug, field, info, info_span, warn};
+use tracing::{Span, debug, info, info_span, warn};
 
 use super::adam::KerasAdam;
 use super::amp::GradScaler;
@@ -21,6 +22,7 @@ use super::loss::{balanced_class_weights, smoothed_cross_entropy};
 use super::meter::EpochMeter;
 use super::options::RunOptions;
 use super::sink::EventSink;
+use super::spans::{BatchSpans, epoch_span, record_epoch};
 use super::state::FoldState;
 use super::weights::Snapshot;
 use crate::data::{BlobSource, ImageCache, Loader, PipelineOptions, epoch_order};
@@ -52,6 +54,7 @@ pub fn run_fold(
         Err(TrainError::SinkClosed(_)) => {}
         Err(e) => {
             warn!(fold = task.fold.0, cause = e.cause(), error = %e, "fold failed");
+            mark_span_failed(&Span::current(), e);
             let _ = sink.send(FoldEvent::Failed(e.to_failure()));
         }
     }
@@ -167,6 +170,7 @@ fn train(
         }
     };
     let batch_size = t.batch_size as usize;
+    let batch_spans = BatchSpans::every(options.batch_span_every);
     let mut early_stopped = false;
 
     for epoch in state.epochs_done + 1..=t.epochs {
@@ -174,15 +178,7 @@ fn train(
             // Resumed from a checkpoint written after early stopping: nothing left to train.
             break;
         }
-        let span = info_span!(
-            "epoch",
-            fold,
-            epoch,
-            loss = field::Empty,
-            val_loss = field::Empty,
-            val_f1 = field::Empty,
-            images_per_sec = field::Empty
-        );
+        let span = epoch_span(fold, epoch);
         let _entered = span.enter();
         let started = Instant::now();
         let order = epoch_order(task.train.len(), config.split.seed, fold, epoch);
@@ -204,6 +200,8 @@ fn train(
                 debug!(fold, epoch, "skipping a trailing batch of one image");
                 continue;
             }
+            let batch_span = batch_spans.span(epoch, b, batch.len());
+            let _in_batch = batch_span.enter();
             let x = batch.images_tensor().to_device(device);
             let y = batch.labels_tensor().to_device(device);
             adam.zero_grad();
@@ -212,6 +210,7 @@ fn train(
                 smoothed_cross_entropy(&logits, &y, t.label_smoothing, class_weights.as_ref())
                     + model.head_penalty();
             let value = loss.double_value(&[]);
+            batch_span.record("loss", value);
             if !value.is_finite() {
                 return Err(TrainError::NanLoss {
                     fold,
@@ -277,7 +276,7 @@ fn train(
             images_per_sec: train_metrics.rows as f64 / train_seconds.max(1e-9),
             seconds: started.elapsed().as_secs_f64(),
         };
-        record_span(&Span::current(), &record);
+        record_epoch(&span, &record);
 
         if state.best.on_epoch_end(epoch, record.val_loss) {
             info!(
@@ -315,6 +314,7 @@ fn train(
         state.history.push(record);
         sink.send(FoldEvent::Epoch(record))?;
         let bytes = state.encode(&vs, &adam, scaler.as_ref(), best.as_ref())?;
+        info!(fold, epoch, bytes = bytes.len(), "latest checkpoint saved");
         sink.send(FoldEvent::Checkpoint {
             kind: CheckpointKind::Latest,
             epoch,
@@ -368,13 +368,6 @@ fn train(
         epochs_run: state.epochs_done,
         early_stopped: early_stopped || state.early_stopping.stopped_epoch > 0,
     })
-}
-
-fn record_span(span: &Span, r: &EpochRecord) {
-    span.record("loss", r.loss);
-    span.record("val_loss", r.val_loss);
-    span.record("val_f1", r.val_f1);
-    span.record("images_per_sec", r.images_per_sec);
 }
 
 /// The labels of a labelled split, checked against the class count.

@@ -13,6 +13,7 @@ pub mod loss;
 pub mod meter;
 mod options;
 mod sink;
+mod spans;
 mod state;
 mod weights;
 

@@ -19,6 +19,8 @@ pub struct RunOptions {
     pub device: Option<tch::Device>,
     /// A Progress event every this many training batches (and after the last one).
     pub progress_every: u32,
+    /// A `batch` span for every this many training batches; 0 (the default) for none.
+    pub batch_span_every: u32,
 }
 
 impl Default for RunOptions {
@@ -26,6 +28,7 @@ impl Default for RunOptions {
         Self {
             device: None,
             progress_every: 10,
+            batch_span_every: 0,
         }
     }
 }
