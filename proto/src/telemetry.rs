@@ -11,6 +11,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -138,14 +140,19 @@ pub fn init_telemetry_with(service_name: &str, env: &TelemetryEnv) -> TelemetryG
         }
     });
     let (provider, runtime) = exporter.unzip();
-    let otel_layer = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.clone())));
+    // RUST_LOG filters the logs only: a client command that logs warnings alone, or an
+    // operator who quiets the log, still exports every span of the trace. Otherwise the
+    // spans that carry the trace context across processes would never exist.
+    let otel_layer = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service_name.clone()))
+            .with_filter(LevelFilter::INFO)
+    });
     let fmt_layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_filter(env.log_filter());
     let registry = tracing_subscriber::registry()
-        .with(env.log_filter())
         .with(fmt_layer)
         .with(otel_layer);
     if registry.try_init().is_err() {

@@ -218,3 +218,47 @@ fn a_job_is_one_trace_across_coordinator_and_workers() {
         "error spans in a successful job: {failed:?}"
     );
 }
+
+/// `foldtrain run` logs only warnings by default; its coordinator's spans must still be
+/// exported, and its local workers must join the same trace.
+#[test]
+fn foldtrain_run_exports_one_trace_with_quiet_logs() {
+    let receiver = OtlpReceiver::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = foldtrain_tests::procs::synth(&dir.path().join("data"), 48, 4, 24, 2);
+    let mut run = std::process::Command::new(foldtrain_tests::binary("foldtrain"));
+    run.arg("run")
+        .args(&dataset)
+        .args(foldtrain_tests::procs::tiny_job(2, 1))
+        .args(["--workers", "1", "--cpu", "--quiet", "--out"])
+        .arg(dir.path().join("out"))
+        .env(
+            "FOLDTRAIN_WORKER_BIN",
+            foldtrain_tests::binary("foldtrain-worker"),
+        )
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env_remove("RUST_LOG")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES");
+    foldtrain_tests::procs::ok(&mut run);
+
+    let spans = receiver.wait_for(Duration::from_secs(10), |spans| {
+        spans.iter().any(|s| s.name == "job") && named(spans, "train_fold").len() >= 2
+    });
+    let jobs = named(&spans, "job");
+    assert_eq!(jobs.len(), 1, "{:?}", services(&spans));
+    let trace = &jobs[0].trace_id;
+    let attempts: BTreeSet<&str> = named(&spans, "fold_attempt")
+        .iter()
+        .filter(|s| &s.trace_id == trace)
+        .map(|s| s.span_id.as_str())
+        .collect();
+    for t in named(&spans, "train_fold") {
+        assert_eq!(&t.trace_id, trace, "train_fold left the job's trace");
+        assert!(
+            attempts.contains(t.parent_span_id.as_str()),
+            "train_fold's parent is no fold_attempt"
+        );
+    }
+}
