@@ -14,22 +14,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use foldtrain_coordinator::client::Client;
 use foldtrain_coordinator::config::ServeConfig;
 use foldtrain_coordinator::scheduler::{FoldLauncher, GrpcLauncher, SlotTarget, VirtualLauncher};
 use foldtrain_coordinator::server::start_with_launcher;
-use foldtrain_proto::pb::coordinator_client::CoordinatorClient;
+use foldtrain_proto::blob_chunks::{ChunkReassembler, chunks};
 use foldtrain_proto::pb::worker_server::{Worker, WorkerServer};
 use foldtrain_proto::task::{CheckpointKind, FoldSummary};
 use foldtrain_proto::wire_events::encode_fold_event;
 use foldtrain_proto::{
     AttemptId, BlobHash, CHUNK_SIZE, CONNECTION_WINDOW, FoldEvent, FoldIndex, FoldTask, ImageRef,
-    JobConfig, JobId, MAX_MESSAGE_SIZE, STREAM_WINDOW, WorkerId, pb,
+    JobConfig, JobId, JobState, MAX_MESSAGE_SIZE, STREAM_WINDOW, WorkerId, pb,
 };
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -57,27 +57,20 @@ async fn main() -> AnyResult<()> {
         let _ = stopped.await;
     })
     .await?;
-    let channel = Channel::from_shared(server.url())?
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .connect()
-        .await?;
-    let mut client = CoordinatorClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let client = Client::connect(&server.url(), None).await?;
 
     // Blobs of 4 MiB, like large images or a checkpoint stored for resume.
     let blobs: Vec<&[u8]> = payload.chunks(4 * 1024 * 1024).collect();
     let hashes: Vec<BlobHash> = blobs.iter().map(|b| BlobHash::of(b)).collect();
-    let upload = upload(&mut client, &blobs, &hashes).await?;
+    let upload = upload(&client, &blobs, &hashes).await?;
     report("blob upload (verify + fsync)", bytes, upload, raw);
-    let download = download(&mut client, &hashes).await?;
+    let download = download(&client, &hashes).await?;
     report("blob download", bytes, download, raw);
 
     let checkpoint = checkpoint_stream(&payload).await?;
     report("checkpoint via TrainFold", bytes, checkpoint, raw);
 
-    overhead(&mut client, &server.scheduler().clone(), jobs).await?;
+    overhead(&client, &server.scheduler().clone(), jobs).await?;
     Ok(())
 }
 
@@ -119,25 +112,15 @@ async fn raw_tcp(payload: &[u8]) -> AnyResult<Duration> {
     Ok(start.elapsed())
 }
 
-async fn upload(
-    client: &mut CoordinatorClient<Channel>,
-    blobs: &[&[u8]],
-    hashes: &[BlobHash],
-) -> AnyResult<Duration> {
-    let mut chunks = Vec::new();
-    for (blob, hash) in blobs.iter().zip(hashes) {
-        let pieces: Vec<&[u8]> = blob.chunks(CHUNK_SIZE).collect();
-        for (i, piece) in pieces.iter().enumerate() {
-            chunks.push(pb::BlobChunk {
-                hash: hash.0.to_vec(),
-                offset: (i * CHUNK_SIZE) as u64,
-                data: piece.to_vec(),
-                last: i + 1 == pieces.len(),
-            });
-        }
-    }
+async fn upload(client: &Client, blobs: &[&[u8]], hashes: &[BlobHash]) -> AnyResult<Duration> {
+    let chunks: Vec<pb::BlobChunk> = blobs
+        .iter()
+        .zip(hashes)
+        .flat_map(|(blob, hash)| chunks(*hash, blob))
+        .collect();
     let start = Instant::now();
     let response = client
+        .rpc()
         .upload_blobs(tokio_stream::iter(chunks))
         .await?
         .into_inner();
@@ -146,21 +129,21 @@ async fn upload(
     Ok(took)
 }
 
-async fn download(
-    client: &mut CoordinatorClient<Channel>,
-    hashes: &[BlobHash],
-) -> AnyResult<Duration> {
+async fn download(client: &Client, hashes: &[BlobHash]) -> AnyResult<Duration> {
     let start = Instant::now();
     let mut stream = client
+        .rpc()
         .download_blobs(pb::DownloadBlobsRequest {
             hashes: hashes.iter().map(|h| h.0.to_vec()).collect(),
         })
         .await?
         .into_inner();
+    let mut framing = ChunkReassembler::new();
     let mut complete = 0;
     while let Some(chunk) = stream.next().await {
-        complete += usize::from(chunk?.last);
+        complete += usize::from(framing.accept(chunk?)?.last);
     }
+    framing.finish()?;
     assert_eq!(complete, hashes.len());
     Ok(start.elapsed())
 }
@@ -264,7 +247,7 @@ async fn checkpoint_stream(payload: &[u8]) -> AnyResult<Duration> {
 /// Submits `jobs` jobs of 5 folds to a coordinator whose virtual worker trains instantly:
 /// all the wall time is the coordinator's (store, dispatch, aggregation, artifacts).
 async fn overhead(
-    client: &mut CoordinatorClient<Channel>,
+    client: &Client,
     scheduler: &foldtrain_coordinator::scheduler::Scheduler,
     jobs: usize,
 ) -> AnyResult<()> {
@@ -279,6 +262,7 @@ async fn overhead(
     upload(client, &refs, &hashes).await?;
     // One virtual worker with a slot per fold; it "trains" each fold instantly.
     client
+        .rpc()
         .register_worker(pb::RegisterWorkerRequest {
             worker_id: "virtual".into(),
             address: "virtual".into(),
@@ -297,6 +281,7 @@ async fn overhead(
     for _ in 0..jobs {
         let start = Instant::now();
         let id = client
+            .rpc()
             .submit_job(pb::SubmitJobRequest {
                 config: Some(pb::JobConfig {
                     toml: config.to_toml(),
@@ -311,7 +296,7 @@ async fn overhead(
             .job_id;
         let state = scheduler.wait_job(&JobId::new(id)).await?;
         walls.push(start.elapsed());
-        assert!(state.to_string().contains("succeeded"), "{state:?}");
+        assert_eq!(state, JobState::Succeeded);
     }
     let mean = walls.iter().map(Duration::as_secs_f64).sum::<f64>() / walls.len() as f64;
     let min = walls

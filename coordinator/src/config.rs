@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use foldtrain_proto::runtime::auth::validate_token;
 use foldtrain_proto::{CHUNK_SIZE, MAX_MESSAGE_SIZE};
 
 use crate::error::{CoordinatorError, Result};
@@ -67,14 +68,7 @@ impl ServeConfig {
             )));
         }
         if let Some(token) = &self.token {
-            if token.is_empty() {
-                return Err(CoordinatorError::Config("the token is empty".into()));
-            }
-            if !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(CoordinatorError::Config(
-                    "the token must be printable ASCII without spaces".into(),
-                ));
-            }
+            validate_token(token).map_err(|e| CoordinatorError::Config(e.to_string()))?;
         }
         if self.lease < Duration::from_millis(100) {
             return Err(CoordinatorError::Config(format!(

@@ -52,8 +52,19 @@ pub enum CoordinatorError {
     Unauthenticated,
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
-    #[error("stored data is corrupt: {0}")]
+    /// Only for data read back from the data directory that does not parse or fit.
+    #[error(
+        "stored data is corrupt: {0}; the data directory was changed or damaged outside foldtrain"
+    )]
     Corrupt(String),
+    /// A blocking task (database, blobs, aggregation) panicked or was cancelled: a bug.
+    #[error(
+        "internal error: the {task} task did not finish ({message}); the coordinator's log has the panic, please report it"
+    )]
+    TaskFailed { task: &'static str, message: String },
+    /// Encoding something the coordinator produced (JSON, CSV, metrics text) failed.
+    #[error("could not encode {what}: {message}")]
+    Encode { what: &'static str, message: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -79,6 +90,21 @@ impl CoordinatorError {
         Self::InvalidArgument(message.into())
     }
 
+    /// A blocking task that did not run to its end.
+    pub fn task_failed(task: &'static str, err: tokio::task::JoinError) -> Self {
+        Self::TaskFailed {
+            task,
+            message: err.to_string(),
+        }
+    }
+
+    pub fn encode(what: &'static str, err: impl std::fmt::Display) -> Self {
+        Self::Encode {
+            what,
+            message: err.to_string(),
+        }
+    }
+
     /// The gRPC status code this error travels as.
     pub fn code(&self) -> tonic::Code {
         use tonic::Code;
@@ -99,6 +125,8 @@ impl CoordinatorError {
             Self::BadFoldResult { .. }
             | Self::Database(_)
             | Self::Corrupt(_)
+            | Self::TaskFailed { .. }
+            | Self::Encode { .. }
             | Self::Io { .. }
             | Self::Config(_) => Code::Internal,
         }
@@ -112,6 +140,18 @@ impl From<CoordinatorError> for tonic::Status {
 }
 
 pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
+
+/// Runs blocking work (SQLite, blob files, hashing) off the async runtime; a panic there
+/// comes back as `TaskFailed` naming the task.
+pub async fn run_blocking<T, F>(task: &'static str, work: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| CoordinatorError::task_failed(task, e))?
+}
 
 #[cfg(test)]
 mod tests {
@@ -132,5 +172,25 @@ mod tests {
             CoordinatorError::Unauthenticated.code(),
             tonic::Code::Unauthenticated
         );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_blocking_task_is_named_not_called_corrupt() {
+        let err = run_blocking::<(), _>("aggregation", || panic!("boom"))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            CoordinatorError::TaskFailed {
+                task: "aggregation",
+                ..
+            }
+        ));
+        let text = err.to_string();
+        assert!(
+            text.contains("aggregation") && text.contains("log"),
+            "{text}"
+        );
+        assert!(!text.contains("corrupt"), "{text}");
     }
 }

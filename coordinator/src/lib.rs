@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod dataset;
 pub mod error;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 
-use foldtrain_coordinator::cli::Client;
+use foldtrain_coordinator::client::Client;
 use foldtrain_coordinator::config::ServeConfig;
 use foldtrain_coordinator::scheduler::VirtualLauncher;
 use foldtrain_coordinator::server::start_with_launcher;

@@ -9,6 +9,8 @@ pub enum ProtoError {
     InvalidField { field: &'static str, reason: String },
     #[error("invalid config: {0}")]
     InvalidConfig(String),
+    #[error("unknown {name} {value:?}")]
+    InvalidEnum { name: &'static str, value: String },
 }
 
 impl ProtoError {

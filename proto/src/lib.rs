@@ -1,16 +1,17 @@
 //! The contract the foldtrain coordinator and workers share: the generated wire types,
-//! the domain types they convert to, the metric functions both sides must agree on, and
-//! the telemetry setup both binaries use.
+//! the domain types they convert to and the metric functions both sides must agree on.
+//! The `runtime` feature adds the `runtime` module: the plumbing both binaries share.
 
-pub mod auth;
+pub mod blob_chunks;
 pub mod config;
 pub mod error;
 pub mod ids;
 pub mod metrics;
-pub mod metrics_http;
-pub mod propagation;
+pub mod rng;
+#[cfg(feature = "runtime")]
+pub mod runtime;
+pub mod states;
 pub mod task;
-pub mod telemetry;
 pub mod wire_events;
 
 /// Generated gRPC types and services (`foldtrain.v1`).
@@ -22,6 +23,7 @@ pub mod pb {
 pub use config::JobConfig;
 pub use error::ProtoError;
 pub use ids::{AttemptId, BlobHash, FoldIndex, JobId, WorkerId};
+pub use states::{AttemptState, FailureCause, FoldState, JobState};
 pub use task::{FoldEvent, FoldTask, ImageRef};
 
 /// Largest chunk of any streamed payload (checkpoints, blobs, probabilities).

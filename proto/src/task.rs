@@ -3,6 +3,7 @@
 
 use crate::config::JobConfig;
 use crate::ids::{AttemptId, BlobHash, FoldIndex, JobId};
+use crate::states::FailureCause;
 use crate::{ProtoError, pb};
 
 /// One image: its content address, the name the user knows it by, and its label index.
@@ -62,10 +63,28 @@ pub enum CheckpointKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FoldFailure {
     pub message: String,
+    /// Why, as a typed cause; whether it may be retried is the cause's rule.
+    pub cause: FailureCause,
+}
+
+impl FoldFailure {
+    pub fn new(cause: FailureCause, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            cause,
+        }
+    }
+
     /// A lost worker or a full disk can be retried; a NaN loss or a corrupt image cannot.
-    pub retryable: bool,
-    /// Short machine-readable cause, e.g. "nan_loss", "bad_image", "bad_config", "io".
-    pub cause: String,
+    pub fn retryable(&self) -> bool {
+        self.cause.is_retryable()
+    }
+}
+
+impl std::fmt::Display for FoldFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.cause, self.message)
+    }
 }
 
 /// Outcome summary of a finished fold.

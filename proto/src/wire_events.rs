@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::ids::{AttemptId, BlobHash, FoldIndex, JobId};
+use crate::states::FailureCause;
 use crate::task::{CheckpointKind, FoldEvent, FoldFailure, FoldSummary};
 use crate::{CHUNK_SIZE, ProtoError, pb};
 
@@ -15,13 +16,20 @@ pub fn encode_fold_event(
     attempt: AttemptId,
     event: &FoldEvent,
 ) -> Vec<pb::FoldEvent> {
+    wire_events(event)
+        .into_iter()
+        .map(|event| pb::FoldEvent {
+            job_id: job.to_string(),
+            fold: fold.0,
+            attempt: attempt.0,
+            event: Some(event),
+        })
+        .collect()
+}
+
+/// The wire form of one event: a single message, or one per chunk of its payload.
+fn wire_events(event: &FoldEvent) -> Vec<pb::fold_event::Event> {
     use pb::fold_event::Event;
-    let wrap = |event: Event| pb::FoldEvent {
-        job_id: job.to_string(),
-        fold: fold.0,
-        attempt: attempt.0,
-        event: Some(event),
-    };
     match event {
         FoldEvent::Progress {
             epoch,
@@ -30,15 +38,15 @@ pub fn encode_fold_event(
             loss,
             images_per_sec,
             phase,
-        } => vec![wrap(Event::Progress(pb::Progress {
+        } => vec![Event::Progress(pb::Progress {
             epoch: *epoch,
             batch: *batch,
             batches: *batches,
             loss: *loss,
             images_per_sec: *images_per_sec,
             phase: (*phase).to_string(),
-        }))],
-        FoldEvent::Epoch(record) => vec![wrap(Event::Epoch((*record).into()))],
+        })],
+        FoldEvent::Epoch(record) => vec![Event::Epoch((*record).into())],
         FoldEvent::Checkpoint { kind, epoch, bytes } => {
             let kind = match kind {
                 CheckpointKind::Best => pb::CheckpointKind::Best,
@@ -46,11 +54,11 @@ pub fn encode_fold_event(
             };
             chunks(bytes)
                 .map(|chunk| {
-                    wrap(Event::Checkpoint(pb::CheckpointChunk {
+                    Event::Checkpoint(pb::CheckpointChunk {
                         kind: kind as i32,
                         epoch: *epoch,
                         chunk: Some(chunk),
-                    }))
+                    })
                 })
                 .collect()
         }
@@ -58,40 +66,41 @@ pub fn encode_fold_event(
             rows,
             classes,
             probs,
-        } => chunks(&f32_bytes(probs))
-            .map(|chunk| {
-                wrap(Event::Oof(pb::ProbabilityChunk {
-                    chunk: Some(chunk),
-                    rows: *rows,
-                    classes: *classes,
-                }))
-            })
-            .collect(),
+        } => probability_events(*rows, *classes, probs, Event::Oof),
         FoldEvent::Test {
             rows,
             classes,
             probs,
-        } => chunks(&f32_bytes(probs))
-            .map(|chunk| {
-                wrap(Event::Test(pb::ProbabilityChunk {
-                    chunk: Some(chunk),
-                    rows: *rows,
-                    classes: *classes,
-                }))
-            })
-            .collect(),
-        FoldEvent::Done(s) => vec![wrap(Event::Done(pb::FoldDone {
+        } => probability_events(*rows, *classes, probs, Event::Test),
+        FoldEvent::Done(s) => vec![Event::Done(pb::FoldDone {
             best_epoch: s.best_epoch,
             best_val_loss: s.best_val_loss,
             epochs_run: s.epochs_run,
             early_stopped: s.early_stopped,
-        }))],
-        FoldEvent::Failed(f) => vec![wrap(Event::Error(pb::FoldError {
+        })],
+        FoldEvent::Failed(f) => vec![Event::Error(pb::FoldError {
             message: f.message.clone(),
-            retryable: f.retryable,
-            cause: f.cause.clone(),
-        }))],
+            retryable: f.retryable(),
+            cause: f.cause as i32,
+        })],
     }
+}
+
+fn probability_events(
+    rows: u32,
+    classes: u32,
+    probs: &[f32],
+    event: fn(pb::ProbabilityChunk) -> pb::fold_event::Event,
+) -> Vec<pb::fold_event::Event> {
+    chunks(&f32_bytes(probs))
+        .map(|chunk| {
+            event(pb::ProbabilityChunk {
+                chunk: Some(chunk),
+                rows,
+                classes,
+            })
+        })
+        .collect()
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -214,10 +223,11 @@ impl FoldEventAssembler {
                 epochs_run: d.epochs_run,
                 early_stopped: d.early_stopped,
             })),
+            // A cause this side does not know (a newer peer) is kept as unspecified,
+            // which is not retried; the message still says what happened.
             Event::Error(e) => Some(FoldEvent::Failed(FoldFailure {
+                cause: FailureCause::try_from(e.cause).unwrap_or(FailureCause::Unspecified),
                 message: e.message,
-                retryable: e.retryable,
-                cause: e.cause,
             })),
         })
     }
@@ -370,8 +380,7 @@ mod tests {
             }),
             FoldEvent::Failed(FoldFailure {
                 message: "loss is NaN".into(),
-                retryable: false,
-                cause: "nan_loss".into(),
+                cause: FailureCause::NanLoss,
             }),
         ];
         for event in &events {

@@ -1,21 +1,21 @@
 //! An in-process cluster for end-to-end tests: a real coordinator and N real workers on
 //! loopback port 0, each with its own temporary directory, and the client calls a user
-//! makes (upload and submit a data set, wait for the job, download its results).
+//! makes (upload and submit a data set, wait for the job, download its results) through
+//! the coordinator's client library.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use foldtrain_coordinator::client::{self, Client, Silent};
 use foldtrain_coordinator::config::ServeConfig;
 use foldtrain_coordinator::dataset::{
     CheckOptions, Columns, Dataset, DatasetSpec, Layout, LoadOptions, NoProgress, TestSet,
 };
 use foldtrain_coordinator::server::ServerHandle;
-use foldtrain_coordinator::store::JobState;
 use foldtrain_coordinator::synth::{SynthOptions, generate};
-use foldtrain_proto::auth::BearerToken;
-use foldtrain_proto::pb::coordinator_client::CoordinatorClient;
 use foldtrain_proto::pb::worker_client::WorkerClient;
-use foldtrain_proto::{BlobHash, CHUNK_SIZE, ImageRef, JobConfig, MAX_MESSAGE_SIZE, pb};
+use foldtrain_proto::runtime::auth::BearerToken;
+use foldtrain_proto::{JobConfig, JobId, MAX_MESSAGE_SIZE, pb};
 use foldtrain_worker::device::Slot;
 use foldtrain_worker::server::{WorkerConfig, WorkerHandle};
 use foldtrain_worker::train::RunOptions;
@@ -24,8 +24,6 @@ use tokio::sync::oneshot;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// A coordinator client carrying a bearer token.
-pub type Coordinator = CoordinatorClient<InterceptedService<Channel, BearerToken>>;
 /// A worker client carrying a bearer token.
 pub type Worker = WorkerClient<InterceptedService<Channel, BearerToken>>;
 
@@ -129,15 +127,10 @@ impl Cluster {
     }
 
     async fn wait_for_workers(&self, expected: usize, timeout: Duration) {
-        let mut client = self.client().await;
+        let client = self.client().await;
         let deadline = Instant::now() + timeout;
         loop {
-            let workers = client
-                .list_workers(pb::ListWorkersRequest {})
-                .await
-                .expect("ListWorkers")
-                .into_inner()
-                .workers;
+            let workers = client.workers().await.expect("ListWorkers");
             let alive = workers.iter().filter(|w| w.alive).count();
             if alive >= expected {
                 return;
@@ -174,11 +167,11 @@ impl Cluster {
     }
 
     /// A coordinator client with the cluster's token.
-    pub async fn client(&self) -> Coordinator {
-        let channel = connect(&self.coordinator.url()).await;
-        CoordinatorClient::with_interceptor(channel, token(self.token()))
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    pub async fn client(&self) -> Client {
+        let url = self.coordinator.url();
+        Client::connect(&url, self.token())
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
     }
 
     /// A client of worker `index`, presenting `token` (which may be wrong on purpose).
@@ -192,47 +185,27 @@ impl Cluster {
     /// Uploads the blobs of `dataset` the coordinator lacks, then submits it with
     /// `config`, as `foldtrain submit` does.
     pub async fn submit(&self, dataset: &Dataset, config: &JobConfig, name: &str) -> Submission {
-        let mut client = self.client().await;
-        let uploaded = upload_missing(&mut client, dataset).await;
-        let request = pb::SubmitJobRequest {
-            config: Some(pb::JobConfig {
-                toml: config.to_toml(),
-            }),
-            class_names: dataset.classes.clone(),
-            train: dataset
-                .train
-                .iter()
-                .map(|e| (&ImageRef::from(e)).into())
-                .collect(),
-            test: dataset
-                .test
-                .iter()
-                .map(|e| (&ImageRef::from(e)).into())
-                .collect(),
-            name: name.to_string(),
-        };
-        let job_id = client
-            .submit_job(request)
+        let client = self.client().await;
+        let outcome = client::submit_dataset(&client, dataset, config.clone(), name, &Silent)
             .await
-            .unwrap_or_else(|s| panic!("SubmitJob: {s:?}"))
-            .into_inner()
-            .job_id;
-        Submission { job_id, uploaded }
+            .unwrap_or_else(|e| panic!("submitting {name}: {e}"));
+        Submission {
+            job_id: outcome.job_id.to_string(),
+            uploaded: outcome.blobs_uploaded as usize,
+        }
     }
 
     /// Polls the job until it ends; panics when it has not within `timeout`.
     pub async fn wait_for_job(&self, job_id: &str, timeout: Duration) -> pb::JobStatus {
-        let mut client = self.client().await;
+        let client = self.client().await;
+        let job = JobId::new(job_id);
         let deadline = Instant::now() + timeout;
         loop {
             let status = client
-                .get_job(pb::GetJobRequest {
-                    job_id: job_id.to_string(),
-                })
+                .job(&job)
                 .await
-                .unwrap_or_else(|s| panic!("GetJob {job_id}: {s:?}"))
-                .into_inner();
-            if JobState::parse(&status.state).is_ok_and(JobState::is_terminal) {
+                .unwrap_or_else(|e| panic!("GetJob {job_id}: {e}"));
+            if status.state().is_terminal() {
                 return status;
             }
             assert!(
@@ -245,37 +218,16 @@ impl Cluster {
 
     /// Downloads every artifact of the job into `out`; returns their relative paths.
     pub async fn download_results(&self, job_id: &str, out: &Path) -> Vec<String> {
-        let mut client = self.client().await;
+        let client = self.client().await;
+        let job = JobId::new(job_id);
         let paths = client
-            .list_artifacts(pb::GetJobRequest {
-                job_id: job_id.to_string(),
-            })
+            .artifacts(&job)
             .await
-            .unwrap_or_else(|s| panic!("ListArtifacts {job_id}: {s:?}"))
-            .into_inner()
-            .paths;
-        for path in &paths {
-            let mut stream = client
-                .download_artifact(pb::DownloadArtifactRequest {
-                    job_id: job_id.to_string(),
-                    path: path.clone(),
-                })
-                .await
-                .unwrap_or_else(|s| panic!("DownloadArtifact {path}: {s:?}"))
-                .into_inner();
-            let mut bytes = Vec::new();
-            while let Some(chunk) = stream
-                .message()
-                .await
-                .unwrap_or_else(|s| panic!("downloading {path}: {s:?}"))
-            {
-                bytes.extend_from_slice(&chunk.data);
-            }
-            let target = out.join(path);
-            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-            std::fs::write(&target, bytes)
-                .unwrap_or_else(|e| panic!("writing {}: {e}", target.display()));
-        }
+            .unwrap_or_else(|e| panic!("ListArtifacts {job_id}: {e}"));
+        let written = client::download_results(&client, &job, out)
+            .await
+            .unwrap_or_else(|e| panic!("downloading the results of {job_id}: {e}"));
+        assert_eq!(written.len(), paths.len(), "files written for {paths:?}");
         paths
     }
 
@@ -325,57 +277,11 @@ async fn connect(url: &str) -> Channel {
 }
 
 /// Asks which blobs the coordinator lacks and uploads those; returns how many.
-pub async fn upload_missing(client: &mut Coordinator, dataset: &Dataset) -> usize {
-    let entries: Vec<_> = dataset.train.iter().chain(&dataset.test).collect();
-    let missing = client
-        .missing_blobs(pb::MissingBlobsRequest {
-            hashes: entries.iter().map(|e| e.hash.0.to_vec()).collect(),
-        })
+pub async fn upload_missing(client: &Client, dataset: &Dataset) -> usize {
+    let uploaded = client::upload_dataset(client, dataset, &Silent)
         .await
-        .unwrap_or_else(|s| panic!("MissingBlobs: {s:?}"))
-        .into_inner()
-        .missing;
-    let missing: Vec<BlobHash> = missing
-        .iter()
-        .map(|h| BlobHash::from_slice(h).expect("a 32-byte hash"))
-        .collect();
-    if missing.is_empty() {
-        return 0;
-    }
-    let mut chunks = Vec::new();
-    let mut sent = std::collections::HashSet::new();
-    for entry in entries.iter().filter(|e| missing.contains(&e.hash)) {
-        if !sent.insert(entry.hash) {
-            continue;
-        }
-        let bytes = std::fs::read(&entry.path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", entry.path.display()));
-        chunks.extend(blob_chunks(entry.hash, &bytes));
-    }
-    let response = client
-        .upload_blobs(tokio_stream::iter(chunks))
-        .await
-        .unwrap_or_else(|s| panic!("UploadBlobs: {s:?}"))
-        .into_inner();
-    assert_eq!(response.blobs as usize, sent.len(), "blobs stored");
-    sent.len()
-}
-
-/// The upload chunks of one blob.
-pub fn blob_chunks(hash: BlobHash, bytes: &[u8]) -> Vec<pb::BlobChunk> {
-    let count = bytes.len().div_ceil(CHUNK_SIZE).max(1);
-    (0..count)
-        .map(|i| {
-            let start = i * CHUNK_SIZE;
-            let end = (start + CHUNK_SIZE).min(bytes.len());
-            pb::BlobChunk {
-                hash: hash.0.to_vec(),
-                offset: start as u64,
-                data: bytes[start..end].to_vec(),
-                last: i + 1 == count,
-            }
-        })
-        .collect()
+        .unwrap_or_else(|e| panic!("uploading the data set: {e}"));
+    uploaded.blobs as usize
 }
 
 /// Writes a synthetic data set into `dir` (the seed's CSV layout) and loads it.

@@ -298,7 +298,9 @@ pub fn wait_status(
             }
             let state = s["state"].as_str().unwrap_or_default();
             assert!(
-                !["succeeded", "failed", "cancelled"].contains(&state),
+                !state
+                    .parse::<foldtrain_proto::JobState>()
+                    .is_ok_and(|s| s.is_terminal()),
                 "the job ended {state} while waiting for {what}:\n{s:#}"
             );
             last = s;

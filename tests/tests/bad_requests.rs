@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use foldtrain_proto::pb::fold_event::Event;
-use foldtrain_proto::{AttemptId, BlobHash, FoldIndex, FoldTask, ImageRef, JobConfig, JobId, pb};
+use foldtrain_proto::{
+    AttemptId, BlobHash, FailureCause, FoldIndex, FoldTask, ImageRef, JobConfig, JobId, pb,
+};
 use foldtrain_tests::cluster::{Cluster, ClusterOptions};
 use tonic::Code;
 
@@ -122,7 +124,7 @@ async fn an_attempt_whose_images_the_coordinator_lacks_fails_naming_one() {
     let Some(Event::Error(error)) = &event.event else {
         panic!("expected an error event, got {event:?}");
     };
-    assert_eq!(error.cause, "missing_blob", "{error:?}");
+    assert_eq!(error.cause(), FailureCause::MissingBlob, "{error:?}");
     assert!(!error.retryable, "{error:?}");
     assert!(
         error.message.contains("train/never-uploaded.jpg")

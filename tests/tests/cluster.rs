@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use foldtrain_coordinator::dataset::Dataset;
 use foldtrain_coordinator::split::dataset_folds;
-use foldtrain_proto::JobConfig;
 use foldtrain_proto::config::Arch;
 use foldtrain_proto::metrics::{ConfusionMatrix, argmax_rows};
+use foldtrain_proto::{AttemptState, JobConfig, JobState};
 use foldtrain_tests::cluster::{Cluster, ClusterOptions, synth_dataset};
 
 const FOLDS: u32 = 3;
@@ -176,12 +176,15 @@ async fn two_workers_train_a_job_and_a_second_job_moves_no_blobs() {
     let status = cluster
         .wait_for_job(&first.job_id, Duration::from_secs(240))
         .await;
-    assert_eq!(status.state, "succeeded", "{status:#?}");
+    assert_eq!(status.state(), JobState::Succeeded, "{status:#?}");
     eprintln!("first job done after {:?}", started.elapsed());
 
     let mut folds_per_worker: HashMap<String, usize> = HashMap::new();
     for fold in &status.folds {
-        let done = fold.attempts.iter().filter(|a| a.state == "succeeded");
+        let done = fold
+            .attempts
+            .iter()
+            .filter(|a| a.state() == AttemptState::Succeeded);
         for attempt in done {
             *folds_per_worker
                 .entry(attempt.worker_id.clone())
@@ -238,7 +241,7 @@ async fn two_workers_train_a_job_and_a_second_job_moves_no_blobs() {
     let status = cluster
         .wait_for_job(&second.job_id, Duration::from_secs(240))
         .await;
-    assert_eq!(status.state, "succeeded", "{status:#?}");
+    assert_eq!(status.state(), JobState::Succeeded, "{status:#?}");
     let after: Vec<u64> = cluster
         .workers()
         .iter()
@@ -259,8 +262,8 @@ async fn a_worker_stops_training_when_the_caller_drops_the_stream() {
     let dataset = tokio::task::spawn_blocking(move || synth_dataset(&data_dir, 57, 4, 20, FOLDS))
         .await
         .unwrap();
-    let mut client = cluster.client().await;
-    foldtrain_tests::cluster::upload_missing(&mut client, &dataset).await;
+    let client = cluster.client().await;
+    foldtrain_tests::cluster::upload_missing(&client, &dataset).await;
     let refs = |entries: &[foldtrain_coordinator::dataset::Entry]| -> Vec<ImageRef> {
         entries.iter().map(ImageRef::from).collect()
     };

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use foldtrain_proto::metrics_http::http_get;
+use foldtrain_proto::runtime::test_util::http_get;
 use foldtrain_tests::binary;
 use foldtrain_tests::procs::{Process, ok, synth, tiny_job};
 

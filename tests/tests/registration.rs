@@ -4,11 +4,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use foldtrain_coordinator::client::Client;
 use foldtrain_coordinator::config::ServeConfig;
 use foldtrain_coordinator::server::ServerHandle;
-use foldtrain_proto::auth::BearerToken;
-use foldtrain_proto::pb;
-use foldtrain_proto::pb::coordinator_client::CoordinatorClient;
 use foldtrain_worker::server::WorkerConfig;
 use tokio::sync::oneshot;
 
@@ -36,21 +34,10 @@ async fn coordinator(
 
 /// Waits until the coordinator lists `worker` as alive.
 async fn wait_registered(url: &str, worker: &str, timeout: Duration) {
-    let channel = tonic::transport::Channel::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client =
-        CoordinatorClient::with_interceptor(channel, BearerToken::new(Some(TOKEN)).unwrap());
+    let client = Client::connect(url, Some(TOKEN)).await.unwrap();
     let deadline = Instant::now() + timeout;
     loop {
-        let workers = client
-            .list_workers(pb::ListWorkersRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .workers;
+        let workers = client.workers().await.unwrap();
         if workers.iter().any(|w| w.worker_id == worker && w.alive) {
             return;
         }

@@ -7,6 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use foldtrain_proto::runtime::auth::read_token_file;
+use foldtrain_proto::runtime::metrics_http::metrics_url;
+use foldtrain_proto::runtime::shutdown_signal;
+use foldtrain_proto::runtime::telemetry::init_telemetry;
 
 use crate::device::{Runtime, Slot, select_slots};
 use crate::server::WorkerConfig;
@@ -72,7 +76,7 @@ impl WorkerArgs {
         let token = self
             .token_file
             .as_deref()
-            .map(foldtrain_proto::auth::read_token_file)
+            .map(read_token_file)
             .transpose()?;
         let config = WorkerConfig {
             coordinator,
@@ -95,7 +99,7 @@ impl WorkerArgs {
 }
 
 pub fn run(args: WorkerArgs) -> ExitCode {
-    let _telemetry = foldtrain_proto::telemetry::init_telemetry("foldtrain-worker");
+    let _telemetry = init_telemetry("foldtrain-worker");
     let runtime = Runtime::detect();
     let slots = match select_slots(args.gpus.as_deref(), args.cpu, &runtime) {
         Ok(slots) => slots,
@@ -141,33 +145,13 @@ fn serve(args: WorkerArgs, slots: Vec<Slot>) -> anyhow::Result<()> {
             names.join(",")
         )?;
         if let Some(addr) = handle.metrics_addr() {
-            writeln!(
-                stdout,
-                "metrics on {}",
-                foldtrain_proto::metrics_http::metrics_url(addr)
-            )?;
+            writeln!(stdout, "metrics on {}", metrics_url(addr))?;
         }
         stdout.flush()?;
         drop(stdout);
         handle.wait().await?;
         anyhow::Ok(())
     })
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[cfg(test)]

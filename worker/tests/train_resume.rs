@@ -7,12 +7,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use foldtrain_proto::config::{Arch, Augment, JobConfig};
 use foldtrain_proto::task::{CheckpointKind, FoldSummary};
-use foldtrain_proto::{AttemptId, BlobHash, FoldEvent, FoldIndex, FoldTask, ImageRef, JobId};
+use foldtrain_proto::{
+    AttemptId, BlobHash, FailureCause, FoldEvent, FoldIndex, FoldTask, ImageRef, JobId,
+};
 use foldtrain_worker::data::FolderSource;
 use foldtrain_worker::train::checkpoint::{ResumeState, decode};
 use foldtrain_worker::train::{EventSink, RunOptions, SinkClosed, TrainError, run_fold};
 
 const CLASSES: u32 = 3;
+
+/// Folds seed libtorch's global generator before drawing their initial weights, so two
+/// folds starting at once could interleave their draws: these tests run one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Class 0: a bright square, class 1: horizontal stripes, class 2: a checkerboard; each
 /// image shifted and tinted by its index so no two are alike.
@@ -166,6 +175,7 @@ fn summary(events: &[FoldEvent]) -> FoldSummary {
 
 #[test]
 fn resumed_fold_is_bit_identical_to_an_uninterrupted_one() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let task = task(dir.path());
     let source = Arc::new(FolderSource::new(dir.path()));
@@ -221,7 +231,7 @@ fn resumed_fold_is_bit_identical_to_an_uninterrupted_one() {
     .unwrap_err();
     assert!(matches!(err, TrainError::Cancelled { fold: 1 }), "{err}");
     assert!(
-        matches!(stopping.events.last(), Some(FoldEvent::Failed(f)) if f.cause == "cancelled" && !f.retryable)
+        matches!(stopping.events.last(), Some(FoldEvent::Failed(f)) if f.cause == FailureCause::Cancelled && !f.retryable())
     );
     let after_one = latest(&stopping.events, 1);
     assert_same_checkpoint(&after_one, &latest(&full, 1));
@@ -264,6 +274,7 @@ fn resumed_fold_is_bit_identical_to_an_uninterrupted_one() {
 
 #[test]
 fn a_corrupt_image_fails_the_fold_as_bad_image() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut task = task(dir.path());
     task.config.train.epochs = 1;
@@ -279,7 +290,7 @@ fn a_corrupt_image_fails_the_fold_as_bad_image() {
     )
     .unwrap_err();
     assert_eq!(
-        (err.cause(), err.retryable()),
+        (err.cause().as_str(), err.retryable()),
         ("bad_image", false),
         "{err}"
     );
@@ -291,6 +302,7 @@ fn a_corrupt_image_fails_the_fold_as_bad_image() {
 
 #[test]
 fn a_checkpoint_of_another_fold_is_refused() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut task = task(dir.path());
     task.config.train.epochs = 1;
@@ -317,7 +329,7 @@ fn a_checkpoint_of_another_fold_is_refused() {
     )
     .unwrap_err();
     assert_eq!(
-        (err.cause(), err.retryable()),
+        (err.cause().as_str(), err.retryable()),
         ("bad_checkpoint", false),
         "{err}"
     );

@@ -14,11 +14,11 @@ fn writer() -> csv::Writer<Vec<u8>> {
 
 fn finish(w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>> {
     w.into_inner()
-        .map_err(|e| CoordinatorError::Corrupt(format!("rendering csv: {e}")))
+        .map_err(|e| CoordinatorError::encode("csv", e))
 }
 
 fn csv_err(e: csv::Error) -> CoordinatorError {
-    CoordinatorError::Corrupt(format!("rendering csv: {e}"))
+    CoordinatorError::encode("csv", e)
 }
 
 /// `filename,<class...>`: one row per test image, in input order.

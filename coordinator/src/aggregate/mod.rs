@@ -101,7 +101,7 @@ pub fn write_results(job: &JobRecord, folds: &[FoldResult], dir: &Path) -> Resul
         &csv_out::oof_csv(job, &oof, &argmax_rows(&oof, classes))?,
     )?;
     let json = serde_json::to_vec_pretty(&metrics)
-        .map_err(|e| crate::error::CoordinatorError::Corrupt(e.to_string()))?;
+        .map_err(|e| crate::error::CoordinatorError::encode("metrics.json", e))?;
     put("metrics.json".into(), &json)?;
     put("config.toml".into(), job.config.to_toml().as_bytes())?;
     for f in &folds {

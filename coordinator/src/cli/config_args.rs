@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 use foldtrain_proto::JobConfig;
-use foldtrain_proto::config::{Arch, Augment, ClassWeights, Normalize, Pooling, Precision, Resize};
+use foldtrain_proto::config::{
+    Arch, Augment, ClassWeights, ModelConfig, Normalize, Pooling, Precision, Resize, SplitConfig,
+    TrainConfig,
+};
 use serde::de::DeserializeOwned;
 use serde::de::value::{Error as ValueError, StrDeserializer};
 
@@ -208,103 +211,133 @@ impl ConfigArgs {
         Ok(config)
     }
 
+    /// Sets every value a flag was given for; returns what was set.
     fn apply(&self, config: &mut JobConfig) -> Vec<Applied> {
-        let mut applied = Vec::new();
-        macro_rules! set {
-            ($field:expr, $flag:literal, $key:literal, $target:expr) => {
-                if let Some(value) = &$field {
-                    applied.push(Applied {
-                        key: $key,
-                        flag: $flag,
-                        value: shown(value),
-                    });
-                    $target = value.clone();
-                }
-            };
-        }
-        let (s, t, m) = (&mut config.split, &mut config.train, &mut config.model);
-        set!(self.folds, "--folds", "split.folds", s.folds);
-        set!(self.seed, "--seed", "split.seed", s.seed);
+        let mut applied = Overrides::default();
+        self.apply_split(&mut config.split, &mut applied);
+        self.apply_train(&mut config.train, &mut applied);
+        self.apply_model(&mut config.model, &mut applied);
+        applied.0
+    }
+
+    fn apply_split(&self, s: &mut SplitConfig, o: &mut Overrides) {
+        o.set(&self.folds, "--folds", "split.folds", &mut s.folds);
+        o.set(&self.seed, "--seed", "split.seed", &mut s.seed);
         if self.no_shuffle {
             s.shuffle = false;
         }
-        set!(self.epochs, "--epochs", "train.epochs", t.epochs);
-        set!(
-            self.batch_size,
+    }
+
+    fn apply_train(&self, t: &mut TrainConfig, o: &mut Overrides) {
+        o.set(&self.epochs, "--epochs", "train.epochs", &mut t.epochs);
+        o.set(
+            &self.batch_size,
             "--batch-size",
             "train.batch_size",
-            t.batch_size
+            &mut t.batch_size,
         );
-        set!(
-            self.image_size,
-            "--image-size",
-            "train.image_size",
-            t.image_size
-        );
-        set!(self.lr, "--lr", "train.lr", t.lr);
-        set!(self.decay, "--decay", "train.decay", t.decay);
-        set!(
-            self.label_smoothing,
+        o.set(&self.lr, "--lr", "train.lr", &mut t.lr);
+        o.set(&self.decay, "--decay", "train.decay", &mut t.decay);
+        o.set(
+            &self.label_smoothing,
             "--label-smoothing",
             "train.label_smoothing",
-            t.label_smoothing
+            &mut t.label_smoothing,
         );
-        set!(
-            self.patience,
+        o.set(
+            &self.patience,
             "--patience",
             "train.early_stopping_patience",
-            t.early_stopping_patience
+            &mut t.early_stopping_patience,
         );
-        set!(
-            self.precision,
+        o.set(
+            &self.precision,
             "--precision",
             "train.precision",
-            t.precision
+            &mut t.precision,
         );
-        set!(
-            self.class_weights,
+        o.set(
+            &self.class_weights,
             "--class-weights",
             "train.class_weights",
-            t.class_weights
+            &mut t.class_weights,
         );
-        set!(
-            self.normalize,
-            "--normalize",
-            "train.normalize",
-            t.normalize
-        );
-        set!(self.resize, "--resize", "train.resize", t.resize);
-        set!(self.augment, "--augment", "train.augment", t.augment);
-        set!(
-            self.max_attempts,
+        o.set(
+            &self.max_attempts,
             "--max-attempts",
             "train.max_attempts",
-            t.max_attempts
+            &mut t.max_attempts,
         );
-        set!(
-            self.loader_threads,
+        self.apply_input(t, o);
+    }
+
+    /// The overrides of how images are read and fed: size, normalisation, augmentation
+    /// and threads.
+    fn apply_input(&self, t: &mut TrainConfig, o: &mut Overrides) {
+        o.set(
+            &self.image_size,
+            "--image-size",
+            "train.image_size",
+            &mut t.image_size,
+        );
+        o.set(
+            &self.normalize,
+            "--normalize",
+            "train.normalize",
+            &mut t.normalize,
+        );
+        o.set(&self.resize, "--resize", "train.resize", &mut t.resize);
+        o.set(&self.augment, "--augment", "train.augment", &mut t.augment);
+        o.set(
+            &self.loader_threads,
             "--loader-threads",
             "train.loader_threads",
-            t.loader_threads
+            &mut t.loader_threads,
         );
-        set!(
-            self.torch_threads,
+        o.set(
+            &self.torch_threads,
             "--torch-threads",
             "train.torch_threads",
-            t.torch_threads
+            &mut t.torch_threads,
         );
-        set!(self.arch, "--arch", "model.arch", m.arch);
+    }
+
+    fn apply_model(&self, m: &mut ModelConfig, o: &mut Overrides) {
+        o.set(&self.arch, "--arch", "model.arch", &mut m.arch);
         if let Some(path) = &self.pretrained {
             m.pretrained = Some(path.display().to_string());
         }
-        set!(self.pooling, "--pooling", "model.pooling", m.pooling);
-        set!(
-            self.head_units,
+        o.set(&self.pooling, "--pooling", "model.pooling", &mut m.pooling);
+        o.set(
+            &self.head_units,
             "--head-units",
             "model.head_units",
-            m.head_units
+            &mut m.head_units,
         );
-        applied
+    }
+}
+
+/// The overrides applied so far, so a validation error can name the flag behind it.
+#[derive(Default)]
+struct Overrides(Vec<Applied>);
+
+impl Overrides {
+    /// Sets `target` to the flag's value, when the flag was given.
+    fn set<T: Clone + serde::Serialize>(
+        &mut self,
+        value: &Option<T>,
+        flag: &'static str,
+        key: &'static str,
+        target: &mut T,
+    ) {
+        if let Some(value) = value {
+            self.0.push(Applied {
+                key,
+                flag,
+                value: shown(value),
+            });
+            *target = value.clone();
+        }
     }
 }
 

@@ -76,7 +76,7 @@ impl From<&pb::JobStatus> for JobJson {
         Self {
             job_id: s.job_id.clone(),
             name: s.name.clone(),
-            state: s.state.clone(),
+            state: s.state().as_str().to_string(),
             message: s.message.clone(),
             created_unix_ms: s.created_unix_ms,
             finished_unix_ms: non_zero(s.finished_unix_ms),
@@ -90,7 +90,7 @@ impl From<&pb::FoldStatus> for FoldJson {
     fn from(f: &pb::FoldStatus) -> Self {
         Self {
             fold: f.fold,
-            state: f.state.clone(),
+            state: f.state().as_str().to_string(),
             epoch: f.epoch,
             epochs: f.epochs,
             batch: f.batch,
@@ -107,7 +107,7 @@ impl From<&pb::FoldStatus> for FoldJson {
                 .map(|a| AttemptJson {
                     attempt: a.attempt,
                     worker_id: a.worker_id.clone(),
-                    state: a.state.clone(),
+                    state: a.state().as_str().to_string(),
                     reason: non_empty(&a.reason),
                     started_unix_ms: a.started_unix_ms,
                     ended_unix_ms: non_zero(a.ended_unix_ms),
@@ -140,16 +140,18 @@ impl From<&pb::WorkerStatus> for WorkerJson {
 
 #[cfg(test)]
 mod tests {
+    use foldtrain_proto::{FoldState, JobState};
+
     use super::*;
 
     #[test]
     fn unset_wire_fields_become_null_and_summary_is_an_object() {
         let status = pb::JobStatus {
             job_id: "job-1".into(),
-            state: "running".into(),
+            state: JobState::Running.into(),
             folds: vec![pb::FoldStatus {
                 fold: 0,
-                state: "queued".into(),
+                state: FoldState::Queued.into(),
                 ..Default::default()
             }],
             ..Default::default()

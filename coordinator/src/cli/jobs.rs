@@ -7,14 +7,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
-use foldtrain_proto::{JobId, pb};
+use foldtrain_proto::{JobId, JobState, pb};
 
 use super::CommandResult;
-use super::client::{Client, ClientArgs};
-use super::download::download_results;
+use super::client_args::ClientArgs;
 use super::draw::Draw;
 use super::job_json::{JobJson, WorkerJson};
 use super::watch::{WatchOptions, summary_text, watch_job};
+use crate::client::{Client, download_results};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -70,8 +70,8 @@ pub struct ResultsArgs {
 }
 
 /// 0 for a job that succeeded, 1 for any other outcome.
-pub fn exit_code(state: &str) -> ExitCode {
-    if state == "succeeded" {
+pub fn exit_code(state: JobState) -> ExitCode {
+    if state == JobState::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -109,7 +109,7 @@ pub fn watch(args: WatchArgs) -> CommandResult {
     };
     with_client(&args.client, |client| async move {
         let status = watch_job(&client, &job, &options).await?;
-        Ok(exit_code(&status.state))
+        Ok(exit_code(status.state()))
     })
 }
 
@@ -143,7 +143,7 @@ pub fn cancel(args: CancelArgs) -> CommandResult {
         if args.json {
             json(&JobJson::from(&status))?;
         } else {
-            println!("job {}: {}", status.job_id, status.state);
+            println!("job {}: {}", status.job_id, status.state().as_str());
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -165,10 +165,10 @@ pub fn results(args: ResultsArgs) -> CommandResult {
     with_client(&args.client, |client| async move {
         let job = JobId::new(args.job);
         let status = client.job(&job).await?;
-        if status.state != "succeeded" {
+        if status.state() != JobState::Succeeded {
             eprintln!(
                 "warning: job {job} is {}; its results are incomplete",
-                status.state
+                status.state().as_str()
             );
         }
         let files = download_results(&client, &job, &args.out).await?;
@@ -223,7 +223,7 @@ fn job_table(jobs: &[pb::JobStatus], now_ms: i64) -> String {
         out += &format!(
             "{:<width$}  {:<9}  {:>8}  {}{message}\n",
             j.job_id,
-            j.state,
+            j.state().as_str(),
             ago(j.created_unix_ms, now_ms),
             j.name
         );
@@ -272,7 +272,7 @@ mod tests {
         let jobs = [pb::JobStatus {
             job_id: "job-1".into(),
             name: "demo".into(),
-            state: "failed".into(),
+            state: JobState::Failed.into(),
             message: "fold 2 failed: nan loss".into(),
             created_unix_ms: 1,
             ..Default::default()

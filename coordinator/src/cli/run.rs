@@ -2,24 +2,27 @@
 //! loopback, child `foldtrain-worker` processes (one per visible GPU, else CPU workers),
 //! then submit, watch and results, exactly as against a cluster.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use foldtrain_proto::JobConfig;
+use foldtrain_proto::{JobConfig, JobState};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
 
 use super::CommandResult;
-use super::client::Client;
 use super::config_args::ConfigArgs;
 use super::dataset_args::DatasetArgs;
-use super::download::download_results;
 use super::draw::Draw;
 use super::local_workers::{Layout, LocalWorkers, cuda_devices, worker_binary};
-use super::upload::submit_dataset;
+use super::progress::UploadBar;
 use super::watch::{WatchOptions, watch_job};
+use crate::client::{Client, download_results, submit_dataset};
 use crate::config::ServeConfig;
+use crate::dataset::Dataset;
+use crate::server::ServerHandle;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -46,105 +49,126 @@ pub struct RunArgs {
 }
 
 pub fn run(mut args: RunArgs) -> CommandResult {
-    let mut config = args.config.resolve(&mut args.dataset)?;
+    let config = args.config.resolve(&mut args.dataset)?;
     let Some(dataset) = super::submit::load_checked(&args.dataset, &config)? else {
         return Ok(ExitCode::FAILURE);
     };
     let name = super::submit::default_name(&args.dataset);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let binary = worker_binary();
-        let gpus = if args.cpu {
-            0
-        } else {
-            cuda_devices(&binary).await?
-        };
-        let layout = Layout::choose(gpus, args.workers);
-        share_cores(&mut config, &layout);
+    runtime.block_on(run_locally(args, config, dataset, name))
+}
 
-        let temporary;
-        let state_dir = match &args.data_dir {
-            Some(dir) => dir.clone(),
-            None => {
-                temporary = tempfile::Builder::new()
-                    .prefix("foldtrain-run-")
-                    .tempdir()
-                    .context("creating a temporary state directory")?;
-                temporary.path().to_path_buf()
-            }
-        };
-        std::fs::create_dir_all(&state_dir)
-            .with_context(|| format!("creating {}", state_dir.display()))?;
-
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = crate::server::start(
-            ServeConfig {
-                listen: "127.0.0.1:0".parse().expect("a valid address"),
-                data_dir: state_dir.join("coordinator"),
-                lease: Duration::from_secs(10),
-                ..ServeConfig::default()
-            },
-            async {
-                let _ = stopped.await;
-            },
-        )
-        .await?;
-        let draw = if args.quiet {
-            Draw::Hidden
-        } else {
-            Draw::Stderr
-        };
-        if !args.quiet {
-            eprintln!(
-                "starting {} local worker{} ({})",
-                layout.len(),
-                if layout.len() == 1 { "" } else { "s" },
-                match &layout {
-                    Layout::Gpus(gpus) => format!("GPUs {gpus:?}"),
-                    Layout::Cpu(_) => "CPU".to_owned(),
-                }
-            );
-        }
-        let mut workers = LocalWorkers::start(
-            &binary,
-            &layout,
-            &server.url(),
-            &state_dir,
-            server.scheduler(),
-        )
-        .await?;
-        let client = Client::connect(&server.url(), None).await?;
-        let outcome = submit_dataset(&client, &dataset, config, &name, draw).await?;
-        let options = WatchOptions {
-            draw,
-            quiet: args.quiet,
-            ..WatchOptions::default()
-        };
-        let job = outcome.job_id.clone();
-        let status = tokio::select! {
-            status = watch_job(&client, &job, &options) => Some(status?),
-            lost = watch_workers(&mut workers) => return Err(lost),
-            _ = tokio::signal::ctrl_c() => None,
-        };
-        let Some(status) = status else {
+/// Starts the coordinator and workers, trains the job and downloads its results.
+async fn run_locally(
+    args: RunArgs,
+    mut config: JobConfig,
+    dataset: Dataset,
+    name: String,
+) -> CommandResult {
+    let binary = worker_binary();
+    let gpus = if args.cpu {
+        0
+    } else {
+        cuda_devices(&binary).await?
+    };
+    let layout = Layout::choose(gpus, args.workers);
+    share_cores(&mut config, &layout);
+    let (state_dir, _temporary) = state_dir(args.data_dir.as_deref())?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = start_coordinator(&state_dir, stopped).await?;
+    let draw = if args.quiet {
+        Draw::Hidden
+    } else {
+        Draw::Stderr
+    };
+    if !args.quiet {
+        announce(&layout);
+    }
+    let mut workers = LocalWorkers::start(
+        &binary,
+        &layout,
+        &server.url(),
+        &state_dir,
+        server.scheduler(),
+    )
+    .await?;
+    let client = Client::connect(&server.url(), None).await?;
+    let outcome = submit_dataset(&client, &dataset, config, &name, &UploadBar::new(draw)).await?;
+    let options = WatchOptions {
+        draw,
+        quiet: args.quiet,
+        ..WatchOptions::default()
+    };
+    let job = outcome.job_id;
+    let status = tokio::select! {
+        status = watch_job(&client, &job, &options) => status?,
+        lost = watch_workers(&mut workers) => return Err(lost),
+        _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted: cancelling job {job}");
             let _ = client.cancel(&job).await;
             workers.stop().await;
             return Ok(ExitCode::from(130));
-        };
-        let written = if status.state == "succeeded" {
-            download_results(&client, &job, &args.out).await?
-        } else {
-            Vec::new()
-        };
-        workers.stop().await;
-        let _ = stop.send(());
-        server.wait().await?;
-        if !written.is_empty() {
-            println!("{} result files in {}", written.len(), args.out.display());
         }
-        Ok(super::jobs::exit_code(&status.state))
+    };
+    let written = if status.state() == JobState::Succeeded {
+        download_results(&client, &job, &args.out).await?
+    } else {
+        Vec::new()
+    };
+    workers.stop().await;
+    let _ = stop.send(());
+    server.wait().await?;
+    if !written.is_empty() {
+        println!("{} result files in {}", written.len(), args.out.display());
+    }
+    Ok(super::jobs::exit_code(status.state()))
+}
+
+/// The folder for the coordinator's state: `data_dir`, or a temporary one that lives as
+/// long as the returned guard.
+fn state_dir(data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<TempDir>)> {
+    let (dir, temporary) = match data_dir {
+        Some(dir) => (dir.to_path_buf(), None),
+        None => {
+            let temporary = tempfile::Builder::new()
+                .prefix("foldtrain-run-")
+                .tempdir()
+                .context("creating a temporary state directory")?;
+            (temporary.path().to_path_buf(), Some(temporary))
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok((dir, temporary))
+}
+
+/// An in-process coordinator on a free loopback port, running until `stopped` fires.
+async fn start_coordinator(
+    state_dir: &Path,
+    stopped: oneshot::Receiver<()>,
+) -> anyhow::Result<ServerHandle> {
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("a valid address"),
+        data_dir: state_dir.join("coordinator"),
+        lease: Duration::from_secs(10),
+        ..ServeConfig::default()
+    };
+    let server = crate::server::start(config, async {
+        let _ = stopped.await;
     })
+    .await?;
+    Ok(server)
+}
+
+fn announce(layout: &Layout) {
+    eprintln!(
+        "starting {} local worker{} ({})",
+        layout.len(),
+        if layout.len() == 1 { "" } else { "s" },
+        match layout {
+            Layout::Gpus(gpus) => format!("GPUs {gpus:?}"),
+            Layout::Cpu(_) => "CPU".to_owned(),
+        }
+    );
 }
 
 /// Resolves only when a worker process has died; the job could not finish without it.

@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use foldtrain_proto::auth::read_token_file;
-use foldtrain_proto::metrics_http::metrics_url;
+use foldtrain_proto::runtime::auth::read_token_file;
+use foldtrain_proto::runtime::metrics_http::metrics_url;
+use foldtrain_proto::runtime::shutdown_signal;
 
 use super::CommandResult;
 use crate::config::ServeConfig;
@@ -72,30 +73,6 @@ pub fn serve(args: ServeArgs) -> CommandResult {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutting down");
 }
 
 #[cfg(test)]

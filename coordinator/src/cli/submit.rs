@@ -7,13 +7,13 @@ use anyhow::Context;
 use clap::Args;
 
 use super::CommandResult;
-use super::client::ClientArgs;
+use super::client_args::ClientArgs;
 use super::config_args::ConfigArgs;
 use super::dataset_args::DatasetArgs;
 use super::draw::Draw;
-use super::progress::Bar;
-use super::upload::submit_dataset;
+use super::progress::{Bar, UploadBar};
 use super::watch::{WatchOptions, watch_job};
+use crate::client::submit_dataset;
 use crate::dataset::{Dataset, DatasetSpec, LoadOptions, load};
 use foldtrain_proto::JobConfig;
 
@@ -53,7 +53,8 @@ pub fn submit(mut args: SubmitArgs) -> CommandResult {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let client = args.client.connect().await?;
-        let outcome = submit_dataset(&client, &dataset, config, &name, draw).await?;
+        let outcome =
+            submit_dataset(&client, &dataset, config, &name, &UploadBar::new(draw)).await?;
         println!("{}", outcome.job_id);
         if !args.quiet {
             eprintln!(
@@ -74,7 +75,7 @@ pub fn submit(mut args: SubmitArgs) -> CommandResult {
             ..WatchOptions::default()
         };
         let status = watch_job(&client, &outcome.job_id, &options).await?;
-        Ok(super::jobs::exit_code(&status.state))
+        Ok(super::jobs::exit_code(status.state()))
     })
 }
 

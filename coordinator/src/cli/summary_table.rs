@@ -15,7 +15,12 @@ pub fn render_summary(status: &pb::JobStatus, metrics: Option<&Value>) -> String
     } else {
         format!(" ({})", status.name)
     };
-    let _ = writeln!(out, "job {}{name}: {}", status.job_id, status.state);
+    let _ = writeln!(
+        out,
+        "job {}{name}: {}",
+        status.job_id,
+        status.state().as_str()
+    );
     if !status.message.is_empty() {
         let _ = writeln!(out, "  {}", status.message);
     }
@@ -27,72 +32,85 @@ pub fn render_summary(status: &pb::JobStatus, metrics: Option<&Value>) -> String
         );
     }
     for fold in &status.folds {
-        let from_metrics = metrics
-            .and_then(|m| m.get("folds"))
-            .and_then(Value::as_array)
-            .and_then(|folds| {
-                folds
-                    .iter()
-                    .find(|f| f.get("fold").and_then(Value::as_u64) == Some(u64::from(fold.fold)))
-            });
-        let number = |key: &str| {
-            from_metrics
-                .and_then(|f| f.get(key))
-                .and_then(Value::as_f64)
-        };
-        let best_epoch = number("best_epoch")
-            .map(|e| e as u32)
-            .or((fold.best_epoch > 0).then_some(fold.best_epoch));
-        let val_loss = number("val_loss").or((fold.val_loss > 0.0).then_some(fold.val_loss));
-        let val_f1 = number("val_f1").or((fold.val_f1 > 0.0).then_some(fold.val_f1));
-        let _ = writeln!(
-            out,
-            "{:>4}  {:<9}  {:>10}  {:>8}  {:>6}  {:>8}  {}",
-            fold.fold,
-            fold.state,
-            best_epoch.map_or("-".into(), |e| e.to_string()),
-            val_loss.map_or("-".into(), |v| format!("{v:.4}")),
-            val_f1.map_or("-".into(), |v| format!("{v:.4}")),
-            fold.attempts.len(),
-            if fold.worker_id.is_empty() {
-                "-"
-            } else {
-                &fold.worker_id
-            },
-        );
+        out += &fold_row(fold, metrics);
     }
     if let Ok(summary) = serde_json::from_str::<Value>(&status.summary_json) {
-        let mean_std = |metric: &str| {
-            let m = summary.get("cv")?.get(metric)?;
-            Some(format!(
-                "{:.4} ± {:.4}",
-                m.get("mean")?.as_f64()?,
-                m.get("std")?.as_f64()?
-            ))
-        };
-        if let (Some(loss), Some(acc), Some(f1)) = (
-            mean_std("val_loss"),
-            mean_std("val_accuracy"),
-            mean_std("val_f1"),
-        ) {
-            let _ = writeln!(
-                out,
-                "CV   val loss {loss}   val accuracy {acc}   val macro-F1 {f1}"
-            );
-        }
-        let oof = |metric: &str| summary.get("oof")?.get(metric)?.as_f64();
-        if let (Some(acc), Some(f1), Some(mcc)) = (oof("accuracy"), oof("macro_f1"), oof("mcc")) {
-            let _ = writeln!(
-                out,
-                "OOF  accuracy {acc:.4}   macro-F1 {f1:.4}   MCC {mcc:.4}"
-            );
-        }
+        out += &score_lines(&summary);
+    }
+    out
+}
+
+/// One fold's table row; best scores from metrics.json win over the status's.
+fn fold_row(fold: &pb::FoldStatus, metrics: Option<&Value>) -> String {
+    let from_metrics = metrics
+        .and_then(|m| m.get("folds"))
+        .and_then(Value::as_array)
+        .and_then(|folds| {
+            folds
+                .iter()
+                .find(|f| f.get("fold").and_then(Value::as_u64) == Some(u64::from(fold.fold)))
+        });
+    let number = |key: &str| {
+        from_metrics
+            .and_then(|f| f.get(key))
+            .and_then(Value::as_f64)
+    };
+    let best_epoch = number("best_epoch")
+        .map(|e| e as u32)
+        .or((fold.best_epoch > 0).then_some(fold.best_epoch));
+    let val_loss = number("val_loss").or((fold.val_loss > 0.0).then_some(fold.val_loss));
+    let val_f1 = number("val_f1").or((fold.val_f1 > 0.0).then_some(fold.val_f1));
+    format!(
+        "{:>4}  {:<9}  {:>10}  {:>8}  {:>6}  {:>8}  {}\n",
+        fold.fold,
+        fold.state().as_str(),
+        best_epoch.map_or("-".into(), |e| e.to_string()),
+        val_loss.map_or("-".into(), |v| format!("{v:.4}")),
+        val_f1.map_or("-".into(), |v| format!("{v:.4}")),
+        fold.attempts.len(),
+        if fold.worker_id.is_empty() {
+            "-"
+        } else {
+            &fold.worker_id
+        },
+    )
+}
+
+/// The CV mean ± std line and the out-of-fold line, each when the summary has it.
+fn score_lines(summary: &Value) -> String {
+    let mut out = String::new();
+    let mean_std = |metric: &str| {
+        let m = summary.get("cv")?.get(metric)?;
+        Some(format!(
+            "{:.4} ± {:.4}",
+            m.get("mean")?.as_f64()?,
+            m.get("std")?.as_f64()?
+        ))
+    };
+    if let (Some(loss), Some(acc), Some(f1)) = (
+        mean_std("val_loss"),
+        mean_std("val_accuracy"),
+        mean_std("val_f1"),
+    ) {
+        let _ = writeln!(
+            out,
+            "CV   val loss {loss}   val accuracy {acc}   val macro-F1 {f1}"
+        );
+    }
+    let oof = |metric: &str| summary.get("oof")?.get(metric)?.as_f64();
+    if let (Some(acc), Some(f1), Some(mcc)) = (oof("accuracy"), oof("macro_f1"), oof("mcc")) {
+        let _ = writeln!(
+            out,
+            "OOF  accuracy {acc:.4}   macro-F1 {f1:.4}   MCC {mcc:.4}"
+        );
     }
     out
 }
 
 #[cfg(test)]
 mod tests {
+    use foldtrain_proto::{FoldState, JobState};
+
     use super::*;
 
     #[test]
@@ -100,11 +118,11 @@ mod tests {
         let status = pb::JobStatus {
             job_id: "job-1".into(),
             name: "kvasir".into(),
-            state: "succeeded".into(),
+            state: JobState::Succeeded.into(),
             folds: vec![
                 pb::FoldStatus {
                     fold: 0,
-                    state: "done".into(),
+                    state: FoldState::Done.into(),
                     best_epoch: 2,
                     val_loss: 0.5,
                     worker_id: "w1".into(),
@@ -113,7 +131,7 @@ mod tests {
                 },
                 pb::FoldStatus {
                     fold: 1,
-                    state: "done".into(),
+                    state: FoldState::Done.into(),
                     ..Default::default()
                 },
             ],

@@ -1,20 +1,16 @@
-//! Following a job live: one progress bar per fold from the WatchJob stream, riding out
-//! coordinator restarts by polling GetJob with backoff, and a summary table at the end.
+//! Following a job live on the terminal: one progress bar per fold, epoch and reconnect
+//! lines above them, and a summary table at the end.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use foldtrain_proto::{JobId, pb};
+use foldtrain_proto::{FoldState, JobId, JobState, pb};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use super::client::{Client, get};
-use super::client_error::ClientError;
-use super::download::fetch_artifact;
 use super::draw::Draw;
 use super::summary_table::render_summary;
-
-/// First wait before asking a coordinator that went away again; doubles up to the max.
-const FIRST_RETRY: Duration = Duration::from_millis(250);
-const MAX_RETRY: Duration = Duration::from_secs(5);
+use crate::client::{
+    self, Client, ClientError, DEFAULT_GIVE_UP_AFTER, WatchEvents, fetch_artifact,
+};
 
 /// How `watch_job` shows what happens.
 #[derive(Debug, Clone)]
@@ -35,74 +31,24 @@ impl Default for WatchOptions {
             draw: Draw::Stderr,
             quiet: false,
             summary: true,
-            give_up_after: Duration::from_secs(600),
+            give_up_after: DEFAULT_GIVE_UP_AFTER,
         }
     }
 }
 
-/// Whether a job state is final.
-pub fn is_terminal(state: &str) -> bool {
-    matches!(state, "succeeded" | "failed" | "cancelled")
-}
-
-/// Follows `job` until it ends; returns its final status.
+/// Follows `job` until it ends, drawing its folds; returns its final status.
 pub async fn watch_job(
     client: &Client,
     job: &JobId,
     options: &WatchOptions,
 ) -> Result<pb::JobStatus, ClientError> {
     let view = FoldBars::new(options);
-    let mut lost_since: Option<Instant> = None;
-    let mut delay = FIRST_RETRY;
-    let last = loop {
-        let lost = match follow(client, job, &view).await {
-            Followed::Ended(status) => break status,
-            Followed::Lost { heard, error } => {
-                if !error.is_transient() {
-                    view.clear();
-                    return Err(error);
-                }
-                if heard {
-                    lost_since = None;
-                    delay = FIRST_RETRY;
-                }
-                error
-            }
-        };
-        let since = *lost_since.get_or_insert_with(Instant::now);
-        view.note(&format!(
-            "lost the coordinator ({lost}); retrying in {} ms",
-            delay.as_millis()
-        ));
-        // Poll until the coordinator answers, then follow its stream again.
-        let status = loop {
-            if since.elapsed() >= options.give_up_after {
-                view.clear();
-                return Err(ClientError::GaveUp {
-                    url: client.url().to_string(),
-                    job: job.clone(),
-                    seconds: options.give_up_after.as_secs(),
-                    why: lost.to_string(),
-                });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(MAX_RETRY);
-            match client.job(job).await {
-                Ok(status) => break status,
-                Err(e) if e.is_transient() => continue,
-                Err(e) => {
-                    view.clear();
-                    return Err(e);
-                }
-            }
-        };
-        view.note("the coordinator is back");
-        view.update(&status);
-        if is_terminal(&status.state) {
-            break status;
-        }
-    };
-    view.finish(&last);
+    let result = client::watch_job(client, job, options.give_up_after, &view).await;
+    match &result {
+        Ok(last) => view.finish(last),
+        Err(_) => view.clear(),
+    }
+    let last = result?;
     if options.summary {
         print!("{}", summary_text(client, &last).await);
     }
@@ -112,7 +58,7 @@ pub async fn watch_job(
 /// The summary table of `status`, with the per-fold best scores from metrics.json
 /// when the job succeeded (the status alone carries only what the database keeps).
 pub async fn summary_text(client: &Client, status: &pb::JobStatus) -> String {
-    let metrics = if status.state == "succeeded" {
+    let metrics = if status.state() == JobState::Succeeded {
         fetch_artifact(client, &JobId::new(status.job_id.clone()), "metrics.json")
             .await
             .ok()
@@ -121,60 +67,6 @@ pub async fn summary_text(client: &Client, status: &pb::JobStatus) -> String {
         None
     };
     render_summary(status, metrics.as_ref())
-}
-
-enum Followed {
-    /// The job reached a final state.
-    Ended(pb::JobStatus),
-    /// The stream broke or could not open; `heard` says whether anything arrived first.
-    Lost { heard: bool, error: ClientError },
-}
-
-/// Reads one WatchJob stream to its end.
-async fn follow(client: &Client, job: &JobId, view: &FoldBars) -> Followed {
-    let mut stream = match client.rpc().watch_job(get(job)).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            return Followed::Lost {
-                heard: false,
-                error: client.error("watch job", Some(job), status),
-            };
-        }
-    };
-    let mut heard = false;
-    loop {
-        match stream.message().await {
-            Ok(Some(update)) => {
-                heard = true;
-                if let (Some(fold), Some(epoch)) = (update.fold, &update.epoch) {
-                    view.epoch_line(fold, epoch);
-                }
-                if let Some(status) = update.status {
-                    view.update(&status);
-                    if is_terminal(&status.state) {
-                        return Followed::Ended(status);
-                    }
-                }
-            }
-            Ok(None) => {
-                return Followed::Lost {
-                    heard,
-                    error: ClientError::from_status(
-                        client.url(),
-                        "watch job",
-                        Some(job),
-                        tonic::Status::unavailable("the watch stream ended before the job did"),
-                    ),
-                };
-            }
-            Err(status) => {
-                return Followed::Lost {
-                    heard,
-                    error: client.error("watch job", Some(job), status),
-                };
-            }
-        }
-    }
 }
 
 /// One bar per fold, and lines above them.
@@ -229,7 +121,7 @@ impl FoldBars {
         for (bar, fold) in bars.iter().zip(&status.folds) {
             let epochs = u64::from(fold.epochs.max(1));
             bar.set_length(epochs * STEPS_PER_EPOCH);
-            let position = if fold.state == "done" {
+            let position = if fold.state() == FoldState::Done {
                 epochs * STEPS_PER_EPOCH
             } else {
                 let within = if fold.batches > 0 {
@@ -259,13 +151,28 @@ impl FoldBars {
     }
 }
 
+impl WatchEvents for FoldBars {
+    fn epoch(&self, fold: u32, metrics: &pb::EpochMetrics) {
+        self.epoch_line(fold, metrics);
+    }
+
+    fn status(&self, status: &pb::JobStatus) {
+        self.update(status);
+    }
+
+    fn note(&self, line: &str) {
+        FoldBars::note(self, line);
+    }
+}
+
 /// The text beside a fold's bar.
 fn fold_message(f: &pb::FoldStatus) -> String {
-    let mut parts = vec![format!("{:<9}", f.state)];
+    let running = f.state() == FoldState::Running;
+    let mut parts = vec![format!("{:<9}", f.state().as_str())];
     if f.epoch > 0 {
         parts.push(format!("epoch {}/{}", f.epoch, f.epochs));
     }
-    if f.batches > 0 && f.state == "running" {
+    if f.batches > 0 && running {
         parts.push(format!("batch {}/{}", f.batch, f.batches));
     }
     if f.loss > 0.0 {
@@ -277,7 +184,7 @@ fn fold_message(f: &pb::FoldStatus) -> String {
     if f.val_f1 > 0.0 {
         parts.push(format!("val_f1 {:.4}", f.val_f1));
     }
-    if f.images_per_sec > 0.0 && f.state == "running" {
+    if f.images_per_sec > 0.0 && running {
         parts.push(format!("{:.0} img/s", f.images_per_sec));
     }
     if !f.worker_id.is_empty() {
@@ -294,7 +201,7 @@ mod tests {
     fn fold_messages_show_what_is_known() {
         let running = pb::FoldStatus {
             fold: 1,
-            state: "running".into(),
+            state: FoldState::Running.into(),
             epoch: 3,
             epochs: 10,
             batch: 7,
@@ -319,10 +226,10 @@ mod tests {
             assert!(text.contains(part), "{part} not in {text}");
         }
         let queued = pb::FoldStatus {
-            state: "queued".into(),
+            state: FoldState::Queued.into(),
             ..Default::default()
         };
         assert_eq!(fold_message(&queued).trim(), "queued");
-        assert!(is_terminal("cancelled") && !is_terminal("running"));
+        assert!(JobState::Cancelled.is_terminal() && !JobState::Running.is_terminal());
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::csv_table::Table;
 use super::finding::{Finding, FindingKind, Location};
 use super::paths::join_inside;
-use super::raw::{RawRow, RawRows};
+use super::raw::{RawRow, RawRows, row_group};
 use super::spec::{Columns, TestSet};
 
 pub(crate) fn read_csv_layout(
@@ -78,16 +78,9 @@ fn read_rows(
             ));
             continue;
         }
-        let group = group_col.map(|c| row.fields[c].clone());
-        if group.as_ref().is_some_and(|g| g.is_empty()) {
-            let column = columns.group.as_deref().unwrap_or_default();
-            findings.push(Finding::error(
-                FindingKind::MissingGroup,
-                location,
-                format!("the group column {column:?} is empty on this row"),
-            ));
+        let Some(group) = row_group(row, group_col, columns, &location, findings) else {
             continue;
-        }
+        };
         rows.push(RawRow {
             location,
             name,

@@ -25,17 +25,12 @@ impl Table {
     /// a row with the wrong field count or invalid UTF-8 is an error finding for that row,
     /// and the row is left out.
     pub fn read(path: &Path, findings: &mut Vec<Finding>) -> Option<Table> {
-        let at = |line: Option<u64>| Location {
-            source: Some(path.to_path_buf()),
-            line,
-            file: None,
-        };
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) => {
                 findings.push(Finding::error(
                     FindingKind::UnreadableCsv,
-                    at(None),
+                    at(path, None),
                     format!("cannot read the csv: {e}"),
                 ));
                 return None;
@@ -50,77 +45,8 @@ impl Table {
             .from_reader(bytes);
         let lines = LineIndex::new(bytes);
         let mut records = reader.byte_records();
-        let headers = match records.next() {
-            Some(Ok(record)) => match decode_fields(&record) {
-                Ok(fields) => fields,
-                Err(message) => {
-                    findings.push(Finding::error(
-                        FindingKind::UnreadableCsv,
-                        at(Some(1)),
-                        message,
-                    ));
-                    return None;
-                }
-            },
-            Some(Err(e)) => {
-                findings.push(Finding::error(
-                    FindingKind::UnreadableCsv,
-                    at(Some(1)),
-                    format!("cannot parse the header: {e}"),
-                ));
-                return None;
-            }
-            None => {
-                findings.push(Finding::error(
-                    FindingKind::UnreadableCsv,
-                    at(None),
-                    "the csv is empty; it needs a header row",
-                ));
-                return None;
-            }
-        };
-        let mut rows = Vec::new();
-        for record in records {
-            let record = match record {
-                Ok(record) => record,
-                Err(e) => {
-                    let line = e.position().map(|p| lines.line_at(p.byte()));
-                    findings.push(Finding::error(
-                        FindingKind::UnreadableCsv,
-                        at(line),
-                        format!("cannot parse the csv past this point: {e}"),
-                    ));
-                    return None;
-                }
-            };
-            let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
-            if record.iter().all(|f| f.is_empty()) {
-                continue;
-            }
-            if record.len() > headers.len() {
-                findings.push(Finding::error(
-                    FindingKind::MalformedRow,
-                    at(Some(line)),
-                    format!(
-                        "{} fields but the header has {}; quote fields that contain the separator",
-                        record.len(),
-                        headers.len()
-                    ),
-                ));
-                continue;
-            }
-            match decode_fields(&record) {
-                Ok(mut fields) => {
-                    fields.resize(headers.len(), String::new());
-                    rows.push(Row { line, fields });
-                }
-                Err(message) => findings.push(Finding::error(
-                    FindingKind::MalformedRow,
-                    at(Some(line)),
-                    message,
-                )),
-            }
-        }
+        let headers = read_headers(path, records.next(), findings)?;
+        let rows = read_rows(path, records, &lines, headers.len(), findings)?;
         Some(Table {
             path: path.to_path_buf(),
             headers,
@@ -142,11 +68,7 @@ impl Table {
         }
         findings.push(Finding::error(
             FindingKind::MissingColumn,
-            Location {
-                source: Some(self.path.clone()),
-                line: Some(1),
-                file: None,
-            },
+            at(&self.path, Some(1)),
             format!(
                 "no column {name:?}; the columns are {:?} (choose one with the column flags)",
                 self.headers
@@ -159,6 +81,92 @@ impl Table {
     pub fn optional_column(&self, name: &str) -> Option<usize> {
         self.column(name, &mut Vec::new())
     }
+}
+
+fn at(path: &Path, line: Option<u64>) -> Location {
+    Location {
+        source: Some(path.to_path_buf()),
+        line,
+        file: None,
+    }
+}
+
+/// The header fields from the first record; a missing or unreadable header is an error
+/// finding and `None`.
+fn read_headers(
+    path: &Path,
+    first: Option<csv::Result<csv::ByteRecord>>,
+    findings: &mut Vec<Finding>,
+) -> Option<Vec<String>> {
+    let (line, message) = match first {
+        Some(Ok(record)) => match decode_fields(&record) {
+            Ok(fields) => return Some(fields),
+            Err(message) => (Some(1), message),
+        },
+        Some(Err(e)) => (Some(1), format!("cannot parse the header: {e}")),
+        None => (None, "the csv is empty; it needs a header row".to_owned()),
+    };
+    findings.push(Finding::error(
+        FindingKind::UnreadableCsv,
+        at(path, line),
+        message,
+    ));
+    None
+}
+
+/// The data rows after the header, padded to `width` fields; blank lines are skipped.
+/// A record the parser cannot get past ends the table (`None`); a row that is too long
+/// or not UTF-8 is an error finding and left out.
+fn read_rows(
+    path: &Path,
+    records: impl Iterator<Item = csv::Result<csv::ByteRecord>>,
+    lines: &LineIndex,
+    width: usize,
+    findings: &mut Vec<Finding>,
+) -> Option<Vec<Row>> {
+    let mut rows = Vec::new();
+    for record in records {
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                let line = e.position().map(|p| lines.line_at(p.byte()));
+                findings.push(Finding::error(
+                    FindingKind::UnreadableCsv,
+                    at(path, line),
+                    format!("cannot parse the csv past this point: {e}"),
+                ));
+                return None;
+            }
+        };
+        let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
+        if record.iter().all(|f| f.is_empty()) {
+            continue;
+        }
+        if record.len() > width {
+            findings.push(Finding::error(
+                FindingKind::MalformedRow,
+                at(path, Some(line)),
+                format!(
+                    "{} fields but the header has {}; quote fields that contain the separator",
+                    record.len(),
+                    width
+                ),
+            ));
+            continue;
+        }
+        match decode_fields(&record) {
+            Ok(mut fields) => {
+                fields.resize(width, String::new());
+                rows.push(Row { line, fields });
+            }
+            Err(message) => findings.push(Finding::error(
+                FindingKind::MalformedRow,
+                at(path, Some(line)),
+                message,
+            )),
+        }
+    }
+    Some(rows)
 }
 
 /// Line numbers from byte offsets. The csv reader's own line count lags when the

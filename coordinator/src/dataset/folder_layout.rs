@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::csv_table::Table;
 use super::finding::{Finding, FindingKind, Location};
 use super::paths::join_inside;
-use super::raw::RawRow;
+use super::raw::{RawRow, row_group};
 use super::spec::Columns;
 
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
@@ -153,6 +153,93 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     Ok(entries)
 }
 
+/// The metadata columns a folder layout reads: the filename, and the group and label
+/// when there are such columns.
+struct MetadataColumns {
+    filename: usize,
+    group: Option<usize>,
+    label: Option<usize>,
+}
+
+impl MetadataColumns {
+    /// Finds the columns, reporting each missing one that is required; `None` when any
+    /// required column is missing.
+    fn find(table: &Table, columns: &Columns, findings: &mut Vec<Finding>) -> Option<Self> {
+        let filename = table.column(columns.filename(), findings);
+        let group = columns.group.as_deref().map(|g| table.column(g, findings));
+        // The label comes from the folder; a metadata label column, when present, is
+        // checked against it. Only an explicitly named label column must exist.
+        let label = match &columns.label {
+            Some(label) => table.column(label, findings),
+            None => table.optional_column(columns.metadata_label()),
+        };
+        let filename = filename?;
+        if group == Some(None) || (columns.label.is_some() && label.is_none()) {
+            return None;
+        }
+        Some(Self {
+            filename,
+            group: group.flatten(),
+            label,
+        })
+    }
+}
+
+/// The images of the class folders by `<class>/<file>` name and by bare file name, so
+/// metadata may name an image either way.
+struct ImageIndex<'a> {
+    by_name: HashMap<&'a str, &'a FolderImage>,
+    by_file: HashMap<&'a str, Vec<&'a FolderImage>>,
+}
+
+impl<'a> ImageIndex<'a> {
+    fn new(images: &'a [FolderImage]) -> Self {
+        let by_name = images.iter().map(|i| (i.name.as_str(), i)).collect();
+        let mut by_file: HashMap<&str, Vec<&FolderImage>> = HashMap::new();
+        for image in images {
+            let file = image.name.rsplit('/').next().unwrap_or_default();
+            by_file.entry(file).or_default().push(image);
+        }
+        Self { by_name, by_file }
+    }
+
+    /// The one image `name` stands for; a name found in no class folder, or as a bare
+    /// file name in several, is an error finding at `location`.
+    fn find(
+        &self,
+        name: &str,
+        folder: &Path,
+        location: &Location,
+        findings: &mut Vec<Finding>,
+    ) -> Option<&'a FolderImage> {
+        match (
+            self.by_name.get(name),
+            self.by_file.get(name).map(Vec::as_slice),
+        ) {
+            (Some(image), _) | (None, Some([image])) => Some(*image),
+            (None, Some(several)) => {
+                let classes: Vec<&str> = several.iter().map(|i| i.class.as_str()).collect();
+                findings.push(Finding::error(
+                    FindingKind::DuplicateFilename,
+                    location.clone(),
+                    format!("the file is in several class folders: {classes:?}"),
+                ));
+                None
+            }
+            (None, None) => {
+                findings.push(Finding::error(
+                    FindingKind::MissingFile,
+                    location.clone(),
+                    format!("no such image in any class folder of {}", folder.display()),
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// The training rows in metadata order, each image's label taken from its class folder.
+/// Images the metadata does not list are warnings and left out.
 fn rows_from_metadata(
     folder: &Path,
     images: &[FolderImage],
@@ -163,86 +250,29 @@ fn rows_from_metadata(
     let Some(table) = Table::read(metadata, findings) else {
         return Vec::new();
     };
-    let filename_col = table.column(columns.filename(), findings);
-    let group_col = columns.group.as_deref().map(|g| table.column(g, findings));
-    // The label comes from the folder; a metadata label column, when present, is checked
-    // against it. Only an explicitly named label column must exist.
-    let label_col = match &columns.label {
-        Some(label) => table.column(label, findings),
-        None => table.optional_column(columns.metadata_label()),
-    };
-    let Some(filename_col) = filename_col else {
+    let Some(cols) = MetadataColumns::find(&table, columns, findings) else {
         return Vec::new();
     };
-    if group_col == Some(None) || (columns.label.is_some() && label_col.is_none()) {
-        return Vec::new();
-    }
-    let group_col = group_col.flatten();
-
-    let by_name: HashMap<&str, &FolderImage> =
-        images.iter().map(|i| (i.name.as_str(), i)).collect();
-    let mut by_file: HashMap<&str, Vec<&FolderImage>> = HashMap::new();
-    for image in images {
-        let file = image.name.rsplit('/').next().unwrap_or_default();
-        by_file.entry(file).or_default().push(image);
-    }
-
+    let index = ImageIndex::new(images);
     let mut listed = HashSet::new();
     let mut rows = Vec::with_capacity(table.rows.len());
     for row in &table.rows {
-        let name = row.fields[filename_col].clone();
+        let name = row.fields[cols.filename].clone();
         let location = at(metadata, Some(row.line), Some(name.clone()));
         if let Err(message) = join_inside(folder, &name) {
             findings.push(Finding::error(FindingKind::PathEscapes, location, message));
             continue;
         }
-        let image = match (
-            by_name.get(name.as_str()),
-            by_file.get(name.as_str()).map(Vec::as_slice),
-        ) {
-            (Some(image), _) | (None, Some([image])) => *image,
-            (None, Some(several)) => {
-                let classes: Vec<&str> = several.iter().map(|i| i.class.as_str()).collect();
-                findings.push(Finding::error(
-                    FindingKind::DuplicateFilename,
-                    location,
-                    format!("the file is in several class folders: {classes:?}"),
-                ));
-                continue;
-            }
-            (None, None) => {
-                findings.push(Finding::error(
-                    FindingKind::MissingFile,
-                    location,
-                    format!("no such image in any class folder of {}", folder.display()),
-                ));
-                continue;
-            }
+        let Some(image) = index.find(&name, folder, &location, findings) else {
+            continue;
         };
         listed.insert(image.name.as_str());
-        if let Some(c) = label_col {
-            let stated = &row.fields[c];
-            if !stated.is_empty() && *stated != image.class {
-                findings.push(Finding::warning(
-                    FindingKind::LabelMismatch,
-                    location.clone(),
-                    format!(
-                        "the metadata says {stated:?} but the image is in the {:?} folder; the folder is used",
-                        image.class
-                    ),
-                ));
-            }
+        if let Some(c) = cols.label {
+            check_label(&row.fields[c], image, &location, findings);
         }
-        let group = group_col.map(|c| row.fields[c].clone());
-        if group.as_ref().is_some_and(|g| g.is_empty()) {
-            let column = columns.group.as_deref().unwrap_or_default();
-            findings.push(Finding::error(
-                FindingKind::MissingGroup,
-                location,
-                format!("the group column {column:?} is empty on this row"),
-            ));
+        let Some(group) = row_group(row, cols.group, columns, &location, findings) else {
             continue;
-        }
+        };
         rows.push(RawRow {
             location: Location {
                 file: Some(image.name.clone()),
@@ -262,4 +292,24 @@ fn rows_from_metadata(
         ));
     }
     rows
+}
+
+/// A metadata label that disagrees with the image's class folder is a warning; the
+/// folder wins.
+fn check_label(
+    stated: &str,
+    image: &FolderImage,
+    location: &Location,
+    findings: &mut Vec<Finding>,
+) {
+    if !stated.is_empty() && stated != image.class {
+        findings.push(Finding::warning(
+            FindingKind::LabelMismatch,
+            location.clone(),
+            format!(
+                "the metadata says {stated:?} but the image is in the {:?} folder; the folder is used",
+                image.class
+            ),
+        ));
+    }
 }

@@ -13,7 +13,7 @@ use super::manifest::{Dataset, Entry};
 use super::paths::absolute;
 use super::raw::{RawRow, RawRows, drop_duplicates};
 use super::report::{ClassCount, ValidationReport};
-use super::spec::{DatasetSpec, Layout, LoadOptions};
+use super::spec::{CheckOptions, DatasetSpec, Layout, LoadOptions};
 
 /// A data set and what checking it found. The data set holds only the rows that passed;
 /// it is fit for use only when the report has no errors.
@@ -46,42 +46,78 @@ impl Loaded {
 /// an unreadable CSV, is a finding in the report.
 pub fn load(spec: &DatasetSpec, options: LoadOptions, progress: &dyn Progress) -> Loaded {
     let mut findings = Vec::new();
-    let raw = match &spec.layout {
+    let raw = read_layout(spec, &mut findings);
+    let train = drop_duplicates(raw.train, &mut findings);
+    let test = drop_duplicates(raw.test, &mut findings);
+    let inspected = inspect_rows(train, test, spec.checks, progress, &mut findings);
+    let classes = check_training_rows(&inspected.train, spec, options, &mut findings);
+
+    let entry = |kept: KeptRow| to_entry(kept, &classes);
+    let train: Vec<Entry> = inspected.train.into_iter().map(entry).collect();
+    let test: Vec<Entry> = inspected.test.into_iter().map(entry).collect();
+    let report = ValidationReport {
+        findings,
+        images_checked: inspected.images_checked,
+        train_rows: train.len(),
+        test_rows: test.len(),
+        skipped: inspected.skipped,
+        distribution: distribution(&classes, &train),
+    };
+    Loaded {
+        dataset: Dataset {
+            classes,
+            train,
+            test,
+            group_column: spec.columns.group.clone(),
+        },
+        report,
+    }
+}
+
+/// The rows the layout names, before duplicates are dropped.
+fn read_layout(spec: &DatasetSpec, findings: &mut Vec<Finding>) -> RawRows {
+    match &spec.layout {
         Layout::Csv {
             train_csv,
             train_dir,
             test,
-        } => read_csv_layout(
-            train_csv,
-            train_dir,
-            test.as_ref(),
-            &spec.columns,
-            &mut findings,
-        ),
+        } => read_csv_layout(train_csv, train_dir, test.as_ref(), &spec.columns, findings),
         Layout::Folder {
             image_folder,
             metadata,
         } => RawRows {
-            train: read_folder_layout(
-                image_folder,
-                metadata.as_deref(),
-                &spec.columns,
-                &mut findings,
-            ),
+            train: read_folder_layout(image_folder, metadata.as_deref(), &spec.columns, findings),
             test: Vec::new(),
         },
-    };
-    let train = drop_duplicates(raw.train, &mut findings);
-    let test = drop_duplicates(raw.test, &mut findings);
+    }
+}
 
+/// The rows whose images passed inspection, and counts for the report.
+struct Inspected {
+    train: Vec<KeptRow>,
+    test: Vec<KeptRow>,
+    images_checked: usize,
+    /// Bad images left out with a warning under `--skip-bad`.
+    skipped: usize,
+}
+
+/// Inspects and hashes every image, training rows first; a row whose image fails is a
+/// finding and left out.
+fn inspect_rows(
+    train: Vec<RawRow>,
+    test: Vec<RawRow>,
+    checks: CheckOptions,
+    progress: &dyn Progress,
+    findings: &mut Vec<Finding>,
+) -> Inspected {
     let paths: Vec<_> = train.iter().chain(&test).map(|r| r.path.clone()).collect();
-    let mut inspections = inspect_all(&paths, spec.checks.deep_check, progress).into_iter();
+    let mut inspections = inspect_all(&paths, checks.deep_check, progress).into_iter();
     let mut skipped = 0;
     let mut keep = |rows: Vec<RawRow>, findings: &mut Vec<Finding>| -> Vec<KeptRow> {
         let mut kept = Vec::with_capacity(rows.len());
         for row in rows {
             let inspection = inspections.next().expect("one inspection per row");
-            match judge(&row, inspection, spec.checks.skip_bad) {
+            match judge(&row, inspection, checks.skip_bad) {
                 Ok((size, hash)) => kept.push((row, size, hash)),
                 Err(finding) => {
                     if finding.severity == Severity::Warning {
@@ -93,18 +129,33 @@ pub fn load(spec: &DatasetSpec, options: LoadOptions, progress: &dyn Progress) -
         }
         kept
     };
-    let train = keep(train, &mut findings);
-    let test = keep(test, &mut findings);
+    let train = keep(train, findings);
+    let test = keep(test, findings);
+    Inspected {
+        train,
+        test,
+        images_checked: paths.len(),
+        skipped,
+    }
+}
 
+/// The sorted class names of the training rows, after checking the classes, the groups
+/// and that there is anything to train on.
+fn check_training_rows(
+    train: &[KeptRow],
+    spec: &DatasetSpec,
+    options: LoadOptions,
+    findings: &mut Vec<Finding>,
+) -> Vec<String> {
     let classes: Vec<String> = train
         .iter()
         .filter_map(|(r, _, _)| r.label.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    check_classes(&train, &classes, options, &mut findings);
+    check_classes(train, &classes, options, findings);
     if spec.columns.group.is_some() {
-        check_groups(&train, options, &mut findings);
+        check_groups(train, options, findings);
     }
     if train.is_empty() {
         findings.push(Finding::error(
@@ -113,8 +164,11 @@ pub fn load(spec: &DatasetSpec, options: LoadOptions, progress: &dyn Progress) -
             "no usable training rows",
         ));
     }
+    classes
+}
 
-    let entry = |(row, size, hash): KeptRow| Entry {
+fn to_entry((row, size, hash): KeptRow, classes: &[String]) -> Entry {
+    Entry {
         label: row.label.as_ref().map(|l| {
             classes
                 .binary_search(l)
@@ -125,25 +179,6 @@ pub fn load(spec: &DatasetSpec, options: LoadOptions, progress: &dyn Progress) -
         group: row.group,
         size,
         hash,
-    };
-    let train: Vec<Entry> = train.into_iter().map(entry).collect();
-    let test: Vec<Entry> = test.into_iter().map(entry).collect();
-    let report = ValidationReport {
-        findings,
-        images_checked: paths.len(),
-        train_rows: train.len(),
-        test_rows: test.len(),
-        skipped,
-        distribution: distribution(&classes, &train),
-    };
-    Loaded {
-        dataset: Dataset {
-            classes,
-            train,
-            test,
-            group_column: spec.columns.group.clone(),
-        },
-        report,
     }
 }
 

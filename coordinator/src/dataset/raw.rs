@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use super::csv_table::Row;
 use super::finding::{Finding, FindingKind, Location};
+use super::spec::Columns;
 
 /// One image named by a layout: where it was named, its file, label and group.
 #[derive(Debug, Clone)]
@@ -19,6 +21,29 @@ pub(crate) struct RawRow {
 pub(crate) struct RawRows {
     pub train: Vec<RawRow>,
     pub test: Vec<RawRow>,
+}
+
+/// The group of a CSV row read from `group_col` (`Some(None)` when there is no group
+/// column). An empty group is an error finding at `location`, and `None` tells the caller
+/// to leave the row out: splitting by group needs every row's group.
+pub(crate) fn row_group(
+    row: &Row,
+    group_col: Option<usize>,
+    columns: &Columns,
+    location: &Location,
+    findings: &mut Vec<Finding>,
+) -> Option<Option<String>> {
+    let group = group_col.map(|c| row.fields[c].clone());
+    if group.as_ref().is_some_and(|g| g.is_empty()) {
+        let column = columns.group.as_deref().unwrap_or_default();
+        findings.push(Finding::error(
+            FindingKind::MissingGroup,
+            location.clone(),
+            format!("the group column {column:?} is empty on this row"),
+        ));
+        return None;
+    }
+    Some(group)
 }
 
 /// Keeps the first row of each name; every later one is a duplicate error that points

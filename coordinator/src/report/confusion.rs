@@ -34,69 +34,82 @@ pub(super) fn render(classes: &[String], matrix: &[Vec<u64>]) -> Result<Vec<u8>,
     render_png(FILE, size(n), |root| draw(root, classes, matrix))
 }
 
+/// The grid's top-left corner and cell size, in pixels.
+const X0: i32 = LABEL_PX as i32;
+const Y0: i32 = TOP_PX as i32;
+const CELL: i32 = CELL_PX as i32;
+
 fn draw(root: &Area<'_>, classes: &[String], matrix: &[Vec<u64>]) -> Result<(), ReportError> {
     let n = classes.len() as i32;
-    let cell = CELL_PX as i32;
-    let (x0, y0) = (LABEL_PX as i32, TOP_PX as i32);
     let total: u64 = matrix.iter().flatten().sum();
     root.draw(&Text::new(
         format!("out-of-fold confusion matrix ({total} rows; colour: share of the true class)"),
-        (x0 + n * cell / 2, TOP_PX as i32 / 2),
+        (X0 + n * CELL / 2, TOP_PX as i32 / 2),
         (FAMILY, 18)
             .into_font()
             .color(&BLACK)
             .pos(Pos::new(HPos::Center, VPos::Center)),
     ))
     .drawing(FILE)?;
-
-    let count_pt = if CELL_PX >= 44 { 14 } else { 11 };
     for (t, row) in matrix.iter().enumerate() {
-        let row_total: u64 = row.iter().sum();
-        for (p, &count) in row.iter().enumerate() {
-            let share = if row_total == 0 {
-                0.0
-            } else {
-                count as f64 / row_total as f64
-            };
-            let (x, y) = (x0 + p as i32 * cell, y0 + t as i32 * cell);
-            root.draw(&Rectangle::new(
-                [(x, y), (x + cell, y + cell)],
-                heat(share).filled(),
+        draw_row(root, t, row)?;
+    }
+    draw_labels(root, classes)
+}
+
+/// The cells of true class `t`: coloured by their share of the row, printing the count.
+fn draw_row(root: &Area<'_>, t: usize, row: &[u64]) -> Result<(), ReportError> {
+    let count_pt = if CELL_PX >= 44 { 14 } else { 11 };
+    let row_total: u64 = row.iter().sum();
+    for (p, &count) in row.iter().enumerate() {
+        let share = if row_total == 0 {
+            0.0
+        } else {
+            count as f64 / row_total as f64
+        };
+        let (x, y) = (X0 + p as i32 * CELL, Y0 + t as i32 * CELL);
+        root.draw(&Rectangle::new(
+            [(x, y), (x + CELL, y + CELL)],
+            heat(share).filled(),
+        ))
+        .drawing(FILE)?;
+        root.draw(&Rectangle::new(
+            [(x, y), (x + CELL, y + CELL)],
+            RGBColor(200, 200, 200).stroke_width(1),
+        ))
+        .drawing(FILE)?;
+        if count > 0 {
+            let ink = if share > 0.5 { WHITE } else { BLACK };
+            root.draw(&Text::new(
+                count.to_string(),
+                (x + CELL / 2, y + CELL / 2),
+                (FAMILY, count_pt)
+                    .into_font()
+                    .color(&ink)
+                    .pos(Pos::new(HPos::Center, VPos::Center)),
             ))
             .drawing(FILE)?;
-            root.draw(&Rectangle::new(
-                [(x, y), (x + cell, y + cell)],
-                RGBColor(200, 200, 200).stroke_width(1),
-            ))
-            .drawing(FILE)?;
-            if count > 0 {
-                let ink = if share > 0.5 { WHITE } else { BLACK };
-                root.draw(&Text::new(
-                    count.to_string(),
-                    (x + cell / 2, y + cell / 2),
-                    (FAMILY, count_pt)
-                        .into_font()
-                        .color(&ink)
-                        .pos(Pos::new(HPos::Center, VPos::Center)),
-                ))
-                .drawing(FILE)?;
-            }
         }
     }
+    Ok(())
+}
 
+/// Class names along both edges of the grid, and the two axis titles.
+fn draw_labels(root: &Area<'_>, classes: &[String]) -> Result<(), ReportError> {
+    let n = classes.len() as i32;
     let label = (FAMILY, LABEL_PT).into_font().color(&BLACK);
     for (i, name) in classes.iter().enumerate() {
-        let centre = i as i32 * cell + cell / 2;
+        let centre = i as i32 * CELL + CELL / 2;
         root.draw(&Text::new(
             name.clone(),
-            (x0 - 8, y0 + centre),
+            (X0 - 8, Y0 + centre),
             label.clone().pos(Pos::new(HPos::Right, VPos::Center)),
         ))
         .drawing(FILE)?;
         // Column names read bottom-to-top, hanging from the grid's lower edge.
         root.draw(&Text::new(
             name.clone(),
-            (x0 + centre, y0 + n * cell + 8),
+            (X0 + centre, Y0 + n * CELL + 8),
             label
                 .clone()
                 .transform(FontTransform::Rotate270)
@@ -107,13 +120,13 @@ fn draw(root: &Area<'_>, classes: &[String], matrix: &[Vec<u64>]) -> Result<(), 
     let axis = (FAMILY, 16).into_font().color(&BLACK);
     root.draw(&Text::new(
         "predicted",
-        (x0 + n * cell / 2, y0 + n * cell + LABEL_PX as i32 - 16),
+        (X0 + n * CELL / 2, Y0 + n * CELL + LABEL_PX as i32 - 16),
         axis.clone().pos(Pos::new(HPos::Center, VPos::Center)),
     ))
     .drawing(FILE)?;
     root.draw(&Text::new(
         "true",
-        (12, y0 - 16),
+        (12, Y0 - 16),
         axis.pos(Pos::new(HPos::Left, VPos::Center)),
     ))
     .drawing(FILE)?;

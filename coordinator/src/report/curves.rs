@@ -30,6 +30,24 @@ struct Series {
     value: fn(&EpochRecord) -> f64,
 }
 
+impl Series {
+    const fn new(name: &'static str, color: RGBColor, value: fn(&EpochRecord) -> f64) -> Self {
+        Self { name, color, value }
+    }
+}
+
+const LOSS: [Series; 2] = [
+    Series::new("loss", TRAIN, |e| e.loss),
+    Series::new("val_loss", VAL, |e| e.val_loss),
+];
+
+const SCORES: [Series; 4] = [
+    Series::new("accuracy", TRAIN, |e| e.accuracy),
+    Series::new("val_accuracy", VAL, |e| e.val_accuracy),
+    Series::new("f1", TRAIN_F1, |e| e.f1),
+    Series::new("val_f1", VAL_F1, |e| e.val_f1),
+];
+
 /// Renders fold `fold`'s `history`, marking `best_epoch`.
 pub(super) fn render(
     fold: u32,
@@ -44,51 +62,17 @@ pub(super) fn render(
     }
     render_png(&file, SIZE, |root| {
         let (left, right) = root.split_horizontally(SIZE.0 / 2);
-        let loss = [
-            Series {
-                name: "loss",
-                color: TRAIN,
-                value: |e| e.loss,
-            },
-            Series {
-                name: "val_loss",
-                color: VAL,
-                value: |e| e.val_loss,
-            },
-        ];
-        let scores = [
-            Series {
-                name: "accuracy",
-                color: TRAIN,
-                value: |e| e.accuracy,
-            },
-            Series {
-                name: "val_accuracy",
-                color: VAL,
-                value: |e| e.val_accuracy,
-            },
-            Series {
-                name: "f1",
-                color: TRAIN_F1,
-                value: |e| e.f1,
-            },
-            Series {
-                name: "val_f1",
-                color: VAL_F1,
-                value: |e| e.val_f1,
-            },
-        ];
         // Loss falls and scores rise, so each legend goes where its lines usually are not.
         let loss = Panel {
             caption: format!("fold {fold}: loss"),
-            series: &loss,
+            series: &LOSS,
             fixed_y: None,
             legend_at: SeriesLabelPosition::UpperRight,
         };
         panel(&file, &left, history, &loss, best_epoch)?;
         let scores = Panel {
             caption: format!("fold {fold}: accuracy and macro-F1"),
-            series: &scores,
+            series: &SCORES,
             fixed_y: Some(0.0..1.0),
             legend_at: SeriesLabelPosition::LowerRight,
         };

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::aggregate::{MeanStd, ResultsSummary};
+use crate::aggregate::{MeanStd, MetricsJson, OofMetrics, ResultsSummary};
 use crate::store::JobRecord;
 
 pub(super) const FILE: &str = "report.html";
@@ -41,16 +41,43 @@ fn mean_std(m: MeanStd) -> String {
     format!("{} ± {}", num(m.mean), num(m.std))
 }
 
+// Writing to a String cannot fail, so the results of `write!` are ignored throughout.
+
 /// The page for `job`, linking `images` (file names relative to the page).
 pub(super) fn render(job: &JobRecord, summary: &ResultsSummary, images: &Images) -> String {
-    let m = &summary.metrics;
+    let mut h = String::new();
+    write_head(&mut h, job, &summary.metrics);
+    write_cv_table(&mut h, &summary.metrics);
+    write_oof_scores(&mut h, &summary.metrics.oof);
+    h.push_str("<h2>charts</h2>\n");
+    for (file, alt) in images.all() {
+        let _ = writeln!(
+            h,
+            "<figure><img src=\"{src}\" alt=\"{alt}\"><figcaption>{alt}</figcaption></figure>",
+            src = escape(file),
+            alt = escape(&alt),
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<h2>resolved config</h2>\n<pre>{}</pre>",
+        escape(&job.config.to_toml())
+    );
+    h.push_str("<h2>files</h2>\n<ul>\n");
+    for file in &summary.files {
+        let _ = writeln!(h, "<li><a href=\"{0}\">{0}</a></li>", escape(file));
+    }
+    h.push_str("</ul>\n</body></html>\n");
+    h
+}
+
+/// The document head, the title and the job's facts.
+fn write_head(h: &mut String, job: &JobRecord, m: &MetricsJson) {
     let name = if job.name.is_empty() {
         job.id.as_str()
     } else {
         &job.name
     };
-    let mut h = String::new();
-    // Writing to a String cannot fail, so the results of `write!` are ignored throughout.
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -67,7 +94,10 @@ pub(super) fn render(job: &JobRecord, summary: &ResultsSummary, images: &Images)
         test = job.test.len(),
         folds = m.folds.len(),
     );
+}
 
+/// One row per fold, and the mean and spread across folds.
+fn write_cv_table(h: &mut String, m: &MetricsJson) {
     h.push_str(
         "<h2>cross-validation</h2>\n<table><thead><tr><th>fold</th><th>best epoch</th>\
         <th>epochs run</th><th>early stopped</th><th>val loss</th><th>val accuracy</th>\
@@ -94,22 +124,25 @@ pub(super) fn render(job: &JobRecord, summary: &ResultsSummary, images: &Images)
         mean_std(m.cv.val_accuracy),
         mean_std(m.cv.val_f1),
     );
+}
 
+/// The out-of-fold totals, then precision, recall and F1 per class.
+fn write_oof_scores(h: &mut String, oof: &OofMetrics) {
     let _ = writeln!(
         h,
         "<h2>out-of-fold scores</h2>\n<table class=\"scores\"><thead><tr><th>rows</th>\
          <th>accuracy</th><th>macro-F1</th><th>MCC</th></tr></thead><tbody><tr><td>{}</td>\
          <td>{}</td><td>{}</td><td>{}</td></tr></tbody></table>",
-        m.oof.rows,
-        num(m.oof.accuracy),
-        num(m.oof.macro_f1),
-        num(m.oof.mcc),
+        oof.rows,
+        num(oof.accuracy),
+        num(oof.macro_f1),
+        num(oof.mcc),
     );
     h.push_str(
         "<table><thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>\
         <th>support</th></tr></thead><tbody>\n",
     );
-    for c in &m.oof.per_class {
+    for c in &oof.per_class {
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -121,28 +154,6 @@ pub(super) fn render(job: &JobRecord, summary: &ResultsSummary, images: &Images)
         );
     }
     h.push_str("</tbody></table>\n");
-
-    h.push_str("<h2>charts</h2>\n");
-    for (file, alt) in images.all() {
-        let _ = writeln!(
-            h,
-            "<figure><img src=\"{src}\" alt=\"{alt}\"><figcaption>{alt}</figcaption></figure>",
-            src = escape(file),
-            alt = escape(&alt),
-        );
-    }
-
-    let _ = writeln!(
-        h,
-        "<h2>resolved config</h2>\n<pre>{}</pre>",
-        escape(&job.config.to_toml())
-    );
-    h.push_str("<h2>files</h2>\n<ul>\n");
-    for file in &summary.files {
-        let _ = writeln!(h, "<li><a href=\"{0}\">{0}</a></li>", escape(file));
-    }
-    h.push_str("</ul>\n</body></html>\n");
-    h
 }
 
 /// The charts the page shows, file name and caption.

@@ -2,18 +2,21 @@
 //! each free slot, oldest job first.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use foldtrain_proto::{AttemptId, FoldIndex, JobId};
-use tokio::sync::{broadcast, watch};
-use tracing::{Instrument, info, info_span, warn};
+use foldtrain_proto::{AttemptId, FoldIndex, JobId, WorkerId};
+use tokio::sync::broadcast;
+use tracing::{info, info_span, warn};
 
-use super::attempt::Launch;
+use super::attempt::AttemptRunner;
+use super::finalize::Finalizer;
 use super::job_spec::JobSpec;
 use super::launcher::FoldLauncher;
-use super::metrics::CoordinatorMetrics;
-use super::state::{FoldLive, FoldRuntime, JobRuntime, RunningAttempt, State, StopReason};
-use crate::error::{CoordinatorError, Result};
+use super::metrics::{CoordinatorMetrics, LiveGauges};
+use super::registry::LiveWorker;
+use super::state::{FoldLive, FoldRuntime, JobRuntime, State, StopReason};
+use super::workers::WorkerRegistry;
+use crate::error::{CoordinatorError, Result, run_blocking};
 use crate::store::{self, FoldState, JobState, Store, now_ms};
 
 /// Something happened to a job: watchers re-read its status.
@@ -46,11 +49,14 @@ pub struct Scheduler {
     pub(super) inner: Arc<Inner>,
 }
 
+/// The scheduler composes its collaborators: the queue and live jobs (`state`), the
+/// worker registry, the attempt runner and the finalizer, each owning its own state.
 pub(super) struct Inner {
     pub state: Mutex<State>,
     pub store: Store,
-    pub launcher: Arc<dyn FoldLauncher>,
-    pub options: SchedulerOptions,
+    pub workers: WorkerRegistry,
+    pub runner: AttemptRunner,
+    pub finalizer: Finalizer,
     pub events: broadcast::Sender<JobEvent>,
     pub metrics: CoordinatorMetrics,
 }
@@ -64,17 +70,22 @@ impl Scheduler {
         options: SchedulerOptions,
     ) -> Result<Self> {
         let (events, _) = broadcast::channel(1024);
+        let (state, finished) = super::recover::recover(&store).await?;
+        let metrics = CoordinatorMetrics::new();
         let scheduler = Self {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(state),
+                workers: WorkerRegistry::new(store.clone(), options.lease),
+                runner: AttemptRunner::new(store.clone(), launcher, metrics.clone()),
+                finalizer: Finalizer::new(store.clone()),
                 store,
-                launcher,
-                options,
                 events,
-                metrics: CoordinatorMetrics::new(),
+                metrics,
             }),
         };
-        scheduler.recover().await?;
+        for job in finished {
+            scheduler.spawn_finalize(job);
+        }
         Ok(scheduler)
     }
 
@@ -87,12 +98,94 @@ impl Scheduler {
     }
 
     pub fn lease(&self) -> Duration {
-        self.inner.options.lease
+        self.inner.workers.lease()
     }
 
     /// The Prometheus metrics this scheduler and its server count into.
     pub fn metrics(&self) -> &CoordinatorMetrics {
         &self.inner.metrics
+    }
+
+    /// The metrics exposition text, with the state gauges read now.
+    pub async fn render_metrics(&self) -> Result<String> {
+        let slots = self.inner.workers.slot_counts();
+        // Folds of a job stopped meanwhile stay in the queue until dispatch drops them.
+        let queued = {
+            let st = self.lock();
+            st.queue
+                .iter()
+                .filter(|(job, _)| st.jobs.get(job).is_some_and(|j| j.active()))
+                .count()
+        };
+        let gauges = LiveGauges {
+            workers: slots.workers,
+            busy_slots: slots.busy,
+            free_slots: slots.free,
+            queued_folds: queued,
+        };
+        self.inner.metrics.render(gauges, &self.inner.store).await
+    }
+
+    /// Registers (or re-registers) a worker and its slots; returns the lease it must renew.
+    pub async fn register_worker(
+        &self,
+        id: WorkerId,
+        address: String,
+        hostname: String,
+        slots: Vec<(i32, String)>,
+    ) -> Result<Duration> {
+        let lease = self
+            .inner
+            .workers
+            .register(id, address, hostname, slots)
+            .await?;
+        self.dispatch();
+        Ok(lease)
+    }
+
+    /// Renews a worker's lease; false when the worker is unknown and must register.
+    pub async fn heartbeat(&self, id: &WorkerId) -> Result<bool> {
+        let beat = self.inner.workers.heartbeat(id).await?;
+        if beat.cleared {
+            // The worker is alive after all: its free slots take folds again.
+            self.dispatch();
+        }
+        Ok(beat.known)
+    }
+
+    /// Workers currently registered, in registration order.
+    pub fn live_workers(&self) -> Vec<LiveWorker> {
+        self.inner.workers.workers()
+    }
+
+    /// Removes workers whose lease ran out; their folds are retried elsewhere.
+    pub fn expire_leases(&self) {
+        let expired = self.inner.workers.expire(Instant::now());
+        let st = self.lock();
+        for (worker, attempts) in expired {
+            warn!(worker = %worker, attempts = attempts.len(), "worker lease expired");
+            let reason = format!("worker {worker} missed its heartbeat lease");
+            for attempt in attempts {
+                if let Some(running) = st.running.get(&attempt) {
+                    running
+                        .stop
+                        .send_replace(Some(StopReason::WorkerLost(reason.clone())));
+                }
+            }
+        }
+    }
+
+    /// Checks leases every quarter lease until the returned task is aborted.
+    pub fn spawn_lease_monitor(&self) -> tokio::task::JoinHandle<()> {
+        let scheduler = self.clone();
+        let period = (self.lease() / 4).max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                scheduler.expire_leases();
+            }
+        })
     }
 
     /// Listens to job events (epochs, state changes).
@@ -124,7 +217,7 @@ impl Scheduler {
         let blobs = self.inner.store.blobs.clone();
         let job_id = id.clone();
         // Splitting and checking thousands of blobs is blocking work.
-        let record = tokio::task::spawn_blocking(move || {
+        let record = run_blocking("job validation", move || {
             let record = spec.into_record(job_id, now_ms())?;
             let missing: Vec<&foldtrain_proto::ImageRef> = record
                 .train
@@ -140,8 +233,7 @@ impl Scheduler {
             }
             Ok(record)
         })
-        .await
-        .map_err(|e| CoordinatorError::Corrupt(format!("job validation task failed: {e}")))??;
+        .await?;
         let stored = record.clone();
         self.inner
             .store
@@ -164,23 +256,7 @@ impl Scheduler {
             for k in 0..folds {
                 st.queue.push_back((id.clone(), FoldIndex(k)));
             }
-            st.jobs.insert(
-                id.clone(),
-                JobRuntime {
-                    state: JobState::Queued,
-                    span,
-                    folds: (0..folds)
-                        .map(|_| FoldRuntime {
-                            state: FoldState::Queued,
-                            attempts: 0,
-                            current: None,
-                            latest: None,
-                            live: FoldLive::default(),
-                        })
-                        .collect(),
-                    record: Arc::new(record),
-                },
-            );
+            st.jobs.insert(id.clone(), new_job_runtime(record, span));
         }
         self.notify(&id, None, None);
         self.dispatch();
@@ -218,69 +294,6 @@ impl Scheduler {
             attempt,
             current,
         })
-    }
-
-    /// Hands queued folds to free slots until one or the other runs out.
-    pub fn dispatch(&self) {
-        let mut launches = Vec::new();
-        {
-            let mut st = self.lock();
-            if st.shutting_down {
-                return;
-            }
-            while let Some(target) = st.registry.free_slot() {
-                let Some((job_id, fold)) = next_queued(&mut st) else {
-                    break;
-                };
-                let attempt = AttemptId(st.next_attempt);
-                let Some(job) = st.jobs.get_mut(&job_id) else {
-                    continue;
-                };
-                let first_dispatch = job.state == JobState::Queued;
-                job.state = JobState::Running;
-                let span = job.span.clone();
-                let record = job.record.clone();
-                let f = &mut job.folds[fold.0 as usize];
-                f.state = FoldState::Running;
-                f.attempts += 1;
-                f.current = Some(attempt);
-                f.live = FoldLive {
-                    epochs: record.config.train.epochs,
-                    worker: Some(target.worker.clone()),
-                    ..FoldLive::default()
-                };
-                let (nth, resume) = (f.attempts, f.latest);
-                st.next_attempt += 1;
-                st.registry.occupy(&target, attempt);
-                let (stop, stop_rx) = watch::channel(None);
-                st.running
-                    .insert(attempt, RunningAttempt { job: job_id, stop });
-                let launch = Launch {
-                    job: record,
-                    fold,
-                    attempt,
-                    nth,
-                    target,
-                    resume,
-                    first_dispatch,
-                    stop: stop_rx,
-                };
-                launches.push((launch, span));
-            }
-        }
-        for (launch, job_span) in launches {
-            let span = info_span!(
-                parent: &job_span,
-                "fold_attempt",
-                job = %launch.job.id,
-                fold = launch.fold.0,
-                attempt = launch.attempt.0,
-                worker = %launch.target.worker,
-                device = %launch.target.device(),
-            );
-            let scheduler = self.clone();
-            tokio::spawn(async move { scheduler.run_attempt(launch).await }.instrument(span));
-        }
     }
 
     /// Cancels a job: queued folds are dropped and running attempts stopped.
@@ -322,7 +335,7 @@ impl Scheduler {
         };
         span.in_scope(|| warn!(state = %state, %message, "job stopped"));
         if state != JobState::Cancelled {
-            foldtrain_proto::telemetry::mark_span_failed(&span, &message);
+            foldtrain_proto::runtime::telemetry::mark_span_failed(&span, &message);
         }
         let id = job.clone();
         let fold_state = if state == JobState::Cancelled {
@@ -386,14 +399,23 @@ impl Scheduler {
     }
 }
 
-/// The next queued fold of a job that is still active.
-fn next_queued(st: &mut State) -> Option<(JobId, FoldIndex)> {
-    while let Some((job, fold)) = st.queue.pop_front() {
-        if st.jobs.get(&job).is_some_and(|j| j.active()) {
-            return Some((job, fold));
-        }
+/// A submitted job as live state: every fold queued.
+fn new_job_runtime(record: store::JobRecord, span: tracing::Span) -> JobRuntime {
+    let folds = record.folds();
+    JobRuntime {
+        state: JobState::Queued,
+        span,
+        folds: (0..folds)
+            .map(|_| FoldRuntime {
+                state: FoldState::Queued,
+                attempts: 0,
+                current: None,
+                latest: None,
+                live: FoldLive::default(),
+            })
+            .collect(),
+        record: Arc::new(record),
     }
-    None
 }
 
 /// A fresh job id: time-ordered, with random bits so two coordinators never collide.

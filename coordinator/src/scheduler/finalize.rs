@@ -1,94 +1,87 @@
-//! The end of a job: gather every fold's stored results, write the artifacts, record
-//! the summary and mark the job succeeded (or failed, saying why).
+//! The end of a job: gather every fold's stored results, write the artifacts and the
+//! report, and record the summary with the job's success.
+
+use std::sync::Arc;
 
 use foldtrain_proto::task::FoldSummary;
 use foldtrain_proto::{FoldIndex, JobId};
-use tracing::{Instrument, Span, error, info, info_span};
+use tracing::{Span, error, info, info_span};
 
-use super::core::Scheduler;
 use crate::aggregate::{FoldResult, ResultsSummary, write_fold_results, write_results};
-use crate::error::{CoordinatorError, Result};
+use crate::error::{CoordinatorError, Result, run_blocking};
 use crate::report::render_report;
-use crate::store::{self, JobState, Store};
+use crate::store::{self, JobRecord, JobState, Store};
 
-impl Scheduler {
-    /// Aggregates a job whose folds are all done, off the async runtime.
-    pub(super) fn spawn_finalize(&self, job: JobId) {
-        let Some((record, span)) = self
-            .lock()
-            .jobs
-            .get(&job)
-            .map(|j| (j.record.clone(), j.span.clone()))
-        else {
-            return;
-        };
-        let scheduler = self.clone();
-        let finalize = info_span!(parent: &span, "finalize", folds = record.folds());
-        tokio::spawn(
-            async move {
-                let store = scheduler.inner.store.clone();
-                // Blocking threads do not inherit the current span: carry it over.
-                let finalize = Span::current();
-                let result = tokio::task::spawn_blocking(move || {
-                    let summary = finalize.in_scope(|| {
-                        info_span!("aggregate").in_scope(|| aggregate(&store, &record))
-                    })?;
-                    // The results are complete without the report: its failure is recorded
-                    // on the job, never turned into a failed job.
-                    let report = finalize.in_scope(|| {
-                        info_span!("render_report").in_scope(|| {
-                            render_report(&store.job_dir(&record.id), &summary, &record)
-                        })
-                    });
-                    Ok::<_, CoordinatorError>((summary, report))
-                })
-                .await
-                .map_err(|e| CoordinatorError::Corrupt(format!("aggregation task failed: {e}")))
-                .and_then(|r| r);
-                match result {
-                    Ok((summary, report)) => {
-                        let json = summary.metrics.summary_json();
-                        let message = match report {
-                            Ok(_) => String::new(),
-                            Err(e) => {
-                                error!(error = %e, "rendering the report failed");
-                                format!("results written, but the report failed: {e}")
-                            }
-                        };
-                        let id = job.clone();
-                        let stored = scheduler
-                            .inner
-                            .store
-                            .db
-                            .call(move |c| {
-                                store::jobs::set_summary(c, &id, &json)?;
-                                store::jobs::set_job_state(c, &id, JobState::Succeeded, &message)
-                            })
-                            .await;
-                        match stored {
-                            Ok(()) => {
-                                info!(
-                                    oof_accuracy = summary.metrics.oof.accuracy,
-                                    oof_macro_f1 = summary.metrics.oof.macro_f1,
-                                    "job succeeded"
-                                );
-                                scheduler.lock().jobs.remove(&job);
-                                scheduler.notify(&job, None, None);
-                            }
-                            Err(e) => error!(error = %e, "recording the job's success failed"),
-                        }
-                    }
-                    Err(e) => {
-                        error!(error = %e, "aggregating results failed");
-                        let message = format!("aggregating results: {e}");
-                        if let Err(e) = scheduler.stop_job(&job, JobState::Failed, message).await {
-                            error!(error = %e, "recording the job's failure failed");
-                        }
-                    }
-                }
+/// Turns a job's finished folds into its results; owns nothing but the store.
+#[derive(Debug, Clone)]
+pub(super) struct Finalizer {
+    store: Store,
+}
+
+impl Finalizer {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Aggregates a job whose folds are all done and stores it as succeeded. The results
+    /// are complete without the report: a report failure is recorded in the job's message,
+    /// never turned into a failed job. Runs in the current (finalize) span.
+    ///
+    /// An error means aggregation failed (the job should fail); `Ok(false)` that the
+    /// results are written but the job's success could not be stored (logged here).
+    pub async fn finalize(&self, record: Arc<JobRecord>) -> Result<bool> {
+        let store = self.store.clone();
+        // Blocking threads do not inherit the current span: carry it over.
+        let finalize = Span::current();
+        let job = record.id.clone();
+        let (summary, report) = run_blocking("aggregation", move || {
+            let summary = finalize
+                .in_scope(|| info_span!("aggregate").in_scope(|| aggregate(&store, &record)))?;
+            let report = finalize.in_scope(|| {
+                info_span!("render_report")
+                    .in_scope(|| render_report(&store.job_dir(&record.id), &summary, &record))
+            });
+            Ok((summary, report))
+        })
+        .await?;
+        let json = summary.metrics.summary_json();
+        let message = match report {
+            Ok(_) => String::new(),
+            Err(e) => {
+                error!(error = %e, "rendering the report failed");
+                format!("results written, but the report failed: {e}")
             }
-            .instrument(finalize),
+        };
+        if let Err(e) = self.record_success(job, json, message).await {
+            error!(error = %e, "recording the job's success failed");
+            return Ok(false);
+        }
+        info!(
+            oof_accuracy = summary.metrics.oof.accuracy,
+            oof_macro_f1 = summary.metrics.oof.macro_f1,
+            "job succeeded"
         );
+        Ok(true)
+    }
+
+    async fn record_success(&self, job: JobId, json: String, message: String) -> Result<()> {
+        self.store
+            .db
+            .call(move |c| {
+                store::jobs::set_summary(c, &job, &json)?;
+                store::jobs::set_job_state(c, &job, JobState::Succeeded, &message)
+            })
+            .await
+    }
+
+    /// Writes the files of one finished fold, so they stay downloadable whatever becomes
+    /// of the rest of the job.
+    pub async fn write_finished_fold(&self, record: Arc<JobRecord>, fold: FoldIndex) -> Result<()> {
+        let store = self.store.clone();
+        run_blocking("fold results", move || {
+            write_finished_fold(&store, &record, fold)
+        })
+        .await
     }
 }
 
@@ -110,13 +103,7 @@ fn aggregate(store: &Store, job: &store::JobRecord) -> Result<ResultsSummary> {
     write_results(job, &results, &store.job_dir(&job.id))
 }
 
-/// Writes the files of one finished fold, so they stay downloadable whatever becomes of
-/// the rest of the job.
-pub(super) fn write_finished_fold(
-    store: &Store,
-    job: &store::JobRecord,
-    fold: FoldIndex,
-) -> Result<()> {
+fn write_finished_fold(store: &Store, job: &store::JobRecord, fold: FoldIndex) -> Result<()> {
     let (record, history) = store.db.call_blocking(|c| {
         let record = store::folds::folds(c, &job.id)?
             .into_iter()

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use foldtrain_proto::FailureCause;
 use foldtrain_proto::pb::worker_client::WorkerClient;
 use foldtrain_proto::task::FoldFailure;
 use foldtrain_proto::wire_events::FoldEventAssembler;
@@ -66,7 +67,7 @@ impl FoldLauncher for GrpcLauncher {
             wire.resume_checkpoint = Vec::new();
         }
         let mut request = tonic::Request::new(wire);
-        foldtrain_proto::propagation::inject_trace_context(
+        foldtrain_proto::runtime::propagation::inject_trace_context(
             &tracing::Span::current(),
             request.metadata_mut(),
         );
@@ -201,11 +202,10 @@ async fn reject_or_lose(
     );
     let message = format!("{:?}: {}", status.code(), status.message());
     if permanent {
-        let failure = FoldFailure {
-            message: format!("worker {} rejected the task: {message}", expected.worker),
-            retryable: false,
-            cause: "rejected".into(),
-        };
+        let failure = FoldFailure::new(
+            FailureCause::Rejected,
+            format!("worker {} rejected the task: {message}", expected.worker),
+        );
         let _ = tx.send(Ok(FoldEvent::Failed(failure))).await;
         return Ok(());
     }

@@ -211,7 +211,7 @@ async fn a_refused_task_is_a_permanent_failure() {
     let events = collect(GrpcLauncher::new(None).launch(&target(address), task())).await;
     match &events[..] {
         [Ok(FoldEvent::Failed(f))] => {
-            assert!(!f.retryable);
+            assert!(!f.retryable());
             assert!(
                 f.message.contains("worker fake rejected the task")
                     && f.message.contains("no training images")

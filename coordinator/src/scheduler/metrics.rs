@@ -11,25 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use rusqlite::Connection;
 
-use super::core::Scheduler;
 use crate::error::Result;
-use crate::store::{FoldState, JobState};
-
-/// Every job state, so a state with no jobs reads 0 rather than vanishing.
-const JOB_STATES: [JobState; 5] = [
-    JobState::Queued,
-    JobState::Running,
-    JobState::Succeeded,
-    JobState::Failed,
-    JobState::Cancelled,
-];
-const FOLD_STATES: [FoldState; 5] = [
-    FoldState::Queued,
-    FoldState::Running,
-    FoldState::Done,
-    FoldState::Failed,
-    FoldState::Cancelled,
-];
+use crate::store::{FoldState, JobState, Store, parse_column};
+use foldtrain_proto::FailureCause;
 
 /// Which way bytes went through the coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +51,17 @@ struct DirectionLabel {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CauseLabel {
-    cause: String,
+    /// A `FailureCause` name: the type keeps the label set small and tame.
+    cause: &'static str,
+}
+
+/// The scheduler's live numbers at the moment of a scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveGauges {
+    pub workers: usize,
+    pub busy_slots: usize,
+    pub free_slots: usize,
+    pub queued_folds: usize,
 }
 
 /// The coordinator's metrics registry; cheap to clone.
@@ -165,67 +159,55 @@ impl CoordinatorMetrics {
     }
 
     /// Counts one attempt that ended failed or lost.
-    pub fn attempt_failed(&self, cause: &str) {
+    pub fn attempt_failed(&self, cause: FailureCause) {
         self.attempt_failures
             .get_or_create(&CauseLabel {
-                cause: cause_label(cause),
+                cause: cause.as_str(),
             })
             .inc();
     }
 
-    /// The exposition text, with the state gauges read from `scheduler` now.
-    pub async fn render(&self, scheduler: &Scheduler) -> Result<String> {
-        let (workers, busy, free, queued) = {
-            let st = scheduler.lock();
-            let workers = st.registry.workers();
-            let slots = workers.iter().flat_map(|w| &w.slots);
-            let busy = slots.clone().filter(|s| s.busy.is_some()).count();
-            let free = slots.filter(|s| s.busy.is_none()).count();
-            // Folds of a job stopped meanwhile stay in the queue until dispatch drops them.
-            let queued = st
-                .queue
-                .iter()
-                .filter(|(job, _)| st.jobs.get(job).is_some_and(|j| j.active()))
-                .count();
-            (workers.len(), busy, free, queued)
-        };
-        self.workers_alive.set(workers as i64);
+    /// The exposition text, with the live gauges given and the job and fold counts read
+    /// from `store` now.
+    pub async fn render(&self, gauges: LiveGauges, store: &Store) -> Result<String> {
+        self.workers_alive.set(gauges.workers as i64);
         self.slots
             .get_or_create(&StateLabel { state: "busy" })
-            .set(busy as i64);
+            .set(gauges.busy_slots as i64);
         self.slots
             .get_or_create(&StateLabel { state: "free" })
-            .set(free as i64);
-        self.queued_folds.set(queued as i64);
-        let (jobs, folds) = scheduler.store().db.call(count_states).await?;
-        for (state, count) in JOB_STATES.iter().zip(jobs) {
+            .set(gauges.free_slots as i64);
+        self.queued_folds.set(gauges.queued_folds as i64);
+        let (jobs, folds) = store.db.call(count_states).await?;
+        for (state, count) in JobState::ALL.iter().zip(jobs) {
             self.jobs
                 .get_or_create(&StateLabel {
                     state: state.as_str(),
                 })
                 .set(count);
         }
-        for (state, count) in FOLD_STATES.iter().zip(folds) {
+        for (state, count) in FoldState::ALL.iter().zip(folds) {
             self.folds
                 .get_or_create(&StateLabel {
                     state: state.as_str(),
                 })
                 .set(count);
         }
-        foldtrain_proto::metrics_http::encode_registry(&self.registry)
-            .map_err(crate::error::CoordinatorError::Corrupt)
+        foldtrain_proto::runtime::metrics_http::encode_registry(&self.registry)
+            .map_err(|e| crate::error::CoordinatorError::encode("metrics", e))
     }
 }
 
-/// Jobs and folds per state, in `JOB_STATES` / `FOLD_STATES` order.
+/// Jobs and folds per state, in `JobState::ALL` / `FoldState::ALL` order; a state with
+/// no jobs reads 0 rather than vanishing.
 fn count_states(conn: &mut Connection) -> Result<([i64; 5], [i64; 5])> {
     let mut jobs = [0; 5];
     let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {
         let (state, count) = row?;
-        let state = JobState::parse(&state)?;
-        if let Some(i) = JOB_STATES.iter().position(|s| *s == state) {
+        let state: JobState = parse_column("jobs.state", &state)?;
+        if let Some(i) = JobState::ALL.iter().position(|s| *s == state) {
             jobs[i] = count;
         }
     }
@@ -234,25 +216,12 @@ fn count_states(conn: &mut Connection) -> Result<([i64; 5], [i64; 5])> {
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {
         let (state, count) = row?;
-        let state = FoldState::parse(&state)?;
-        if let Some(i) = FOLD_STATES.iter().position(|s| *s == state) {
+        let state: FoldState = parse_column("folds.state", &state)?;
+        if let Some(i) = FoldState::ALL.iter().position(|s| *s == state) {
             folds[i] = count;
         }
     }
     Ok((jobs, folds))
-}
-
-/// Causes come from workers over the wire; anything but a short snake_case word is
-/// folded into `other` so a misbehaving worker cannot blow up the label set.
-fn cause_label(cause: &str) -> String {
-    let ok = !cause.is_empty()
-        && cause.len() <= 32
-        && cause.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-    if ok {
-        cause.to_owned()
-    } else {
-        "other".to_owned()
-    }
 }
 
 #[cfg(test)]
@@ -261,10 +230,28 @@ mod tests {
 
     #[test]
     fn causes_are_kept_short_and_tame() {
-        assert_eq!(cause_label("worker_lost"), "worker_lost");
-        assert_eq!(cause_label("nan_loss"), "nan_loss");
-        assert_eq!(cause_label(""), "other");
-        assert_eq!(cause_label("Robert'); DROP"), "other");
-        assert_eq!(cause_label(&"a".repeat(33)), "other");
+        // A worker can only send a known cause (an unknown number decodes as
+        // `unspecified`), so the label set is the enum's names and nothing else.
+        let metrics = CoordinatorMetrics::new();
+        for &cause in FailureCause::ALL {
+            metrics.attempt_failed(cause);
+        }
+        metrics.attempt_failed(FailureCause::Unspecified);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        let labels: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("foldtrain_fold_attempt_failures_total{"))
+            .map(|l| l.split('"').nth(1).unwrap())
+            .collect();
+        assert_eq!(labels.len(), FailureCause::ALL.len() + 1, "{text}");
+        for label in labels {
+            assert!(!label.is_empty() && label.len() <= 32, "{label}");
+            assert!(
+                label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{label}"
+            );
+        }
+        assert!(text.contains(r#"cause="worker_lost""#), "{text}");
     }
 }

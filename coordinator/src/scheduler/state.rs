@@ -1,4 +1,5 @@
-//! The scheduler's in-memory state: the queue, live jobs and folds, running attempts.
+//! The scheduler's in-memory state: the queue, live jobs and folds, running attempts
+//! (the worker registry keeps its own).
 //! The database holds the durable truth; this holds what is needed to decide fast.
 
 use std::collections::{HashMap, VecDeque};
@@ -8,7 +9,6 @@ use foldtrain_proto::task::EpochRecord;
 use foldtrain_proto::{AttemptId, FoldIndex, JobId, WorkerId};
 use tokio::sync::watch;
 
-use super::registry::Registry;
 use crate::store::{FoldState, JobRecord, JobState, StoredCheckpoint};
 
 /// Why a running attempt is being stopped from the coordinator's side.
@@ -79,7 +79,6 @@ pub(super) struct RunningAttempt {
 
 #[derive(Debug, Default)]
 pub(super) struct State {
-    pub registry: Registry,
     /// Folds waiting for a slot, oldest job first.
     pub queue: VecDeque<(JobId, FoldIndex)>,
     /// Jobs not yet finished.

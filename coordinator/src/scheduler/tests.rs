@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foldtrain_proto::task::FoldFailure;
-use foldtrain_proto::{AttemptId, BlobHash, FoldIndex, ImageRef, JobConfig, JobId, WorkerId};
+use foldtrain_proto::{
+    AttemptId, BlobHash, FailureCause, FoldIndex, ImageRef, JobConfig, JobId, WorkerId,
+};
 use tempfile::TempDir;
 
 use super::*;
@@ -114,12 +116,9 @@ async fn job_message(h: &Harness, job: &JobId) -> String {
         .message
 }
 
-fn retryable(cause: &str) -> FoldFailure {
-    FoldFailure {
-        message: "disk hiccup".into(),
-        retryable: true,
-        cause: cause.into(),
-    }
+fn retryable(cause: FailureCause) -> FoldFailure {
+    assert!(cause.is_retryable());
+    FoldFailure::new(cause, "disk hiccup")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +216,7 @@ async fn a_retryable_failure_resumes_from_the_latest_checkpoint() {
     let launcher = VirtualLauncher::new(|l| match (l.fold.0, l.nth) {
         (1, 1) => VirtualBehaviour::FailAfter {
             after_epoch: 2,
-            failure: retryable("io"),
+            failure: retryable(FailureCause::Io),
         },
         _ => VirtualBehaviour::Succeed,
     });
@@ -325,11 +324,7 @@ async fn a_non_retryable_failure_fails_the_job_at_once() {
     let launcher = VirtualLauncher::new(|l| match l.fold.0 {
         2 => VirtualBehaviour::FailAfter {
             after_epoch: 1,
-            failure: FoldFailure {
-                message: "loss is NaN at epoch 1".into(),
-                retryable: false,
-                cause: "nan_loss".into(),
-            },
+            failure: FoldFailure::new(FailureCause::NanLoss, "loss is NaN at epoch 1"),
         },
         _ => VirtualBehaviour::Succeed,
     });
@@ -365,7 +360,7 @@ async fn exhausted_retries_fail_the_job() {
     let launcher = VirtualLauncher::new(|l| match l.fold.0 {
         0 => VirtualBehaviour::FailAfter {
             after_epoch: l.resumed_from.unwrap_or(0) + 1,
-            failure: retryable("oom"),
+            failure: retryable(FailureCause::Device),
         },
         _ => VirtualBehaviour::Succeed,
     });
@@ -385,7 +380,7 @@ async fn exhausted_retries_fail_the_job() {
     );
     let message = job_message(&h, &job).await;
     assert!(
-        message.starts_with("fold 0 failed 2 times; last on worker w1: oom: disk hiccup"),
+        message.starts_with("fold 0 failed 2 times; last on worker w1: device: disk hiccup"),
         "{message}"
     );
 }

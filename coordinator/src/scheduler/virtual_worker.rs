@@ -213,66 +213,10 @@ fn virtual_events(
     let mut events = Vec::new();
     let start = resume.map_or(1, |c| c.epoch + 1);
     for epoch in start..=epochs {
-        let batches = task
-            .train
-            .len()
-            .div_ceil(task.config.train.batch_size as usize) as u32;
-        events.push(Ok(FoldEvent::Progress {
-            epoch,
-            batch: batches,
-            batches,
-            loss: val_loss(task.fold, epoch) * 0.9,
-            images_per_sec: 1000.0,
-            phase: "train",
-        }));
-        let vl = val_loss(task.fold, epoch);
-        let acc = 1.0 - vl / 2.0;
-        events.push(Ok(FoldEvent::Epoch(EpochRecord {
-            epoch,
-            loss: vl * 0.9,
-            accuracy: acc + 0.02,
-            f1: acc,
-            val_loss: vl,
-            val_accuracy: acc,
-            val_f1: acc - 0.05,
-            lr: task.config.train.lr,
-            images_per_sec: 1000.0,
-            seconds: 0.01,
-        })));
-        if vl < best.1 {
-            best = (epoch, vl);
-            events.push(Ok(FoldEvent::Checkpoint {
-                kind: CheckpointKind::Best,
-                epoch,
-                bytes: weights(classes, task.fold),
-            }));
-        }
-        let checkpoint = VirtualCheckpoint {
-            epoch,
-            best_epoch: best.0,
-            best_val_loss: best.1,
-        };
-        events.push(Ok(FoldEvent::Checkpoint {
-            kind: CheckpointKind::Latest,
-            epoch,
-            bytes: checkpoint.to_bytes(),
-        }));
-        match behaviour {
-            VirtualBehaviour::FailAfter {
-                after_epoch,
-                failure,
-            } if *after_epoch == epoch => {
-                events.push(Ok(FoldEvent::Failed(failure.clone())));
-                return events;
-            }
-            VirtualBehaviour::BreakAfter { after_epoch } if *after_epoch == epoch => {
-                events.push(Err(CoordinatorError::WorkerStream {
-                    worker: foldtrain_proto::WorkerId::new("virtual"),
-                    message: "connection reset".into(),
-                }));
-                return events;
-            }
-            _ => {}
+        events.extend(epoch_events(task, epoch, &mut best).into_iter().map(Ok));
+        if let Some(end) = behaviour_ends(behaviour, epoch) {
+            events.push(end);
+            return events;
         }
     }
     events.push(Ok(FoldEvent::Oof {
@@ -292,6 +236,78 @@ fn virtual_events(
         early_stopped: false,
     })));
     events
+}
+
+/// One epoch as a worker reports it: progress, metrics, a best checkpoint when the
+/// validation loss improved (`best` is (epoch, val_loss) so far), and the latest one.
+fn epoch_events(task: &FoldTask, epoch: u32, best: &mut (u32, f64)) -> Vec<FoldEvent> {
+    let batches = task
+        .train
+        .len()
+        .div_ceil(task.config.train.batch_size as usize) as u32;
+    let vl = val_loss(task.fold, epoch);
+    let acc = 1.0 - vl / 2.0;
+    let mut events = vec![
+        FoldEvent::Progress {
+            epoch,
+            batch: batches,
+            batches,
+            loss: vl * 0.9,
+            images_per_sec: 1000.0,
+            phase: "train",
+        },
+        FoldEvent::Epoch(EpochRecord {
+            epoch,
+            loss: vl * 0.9,
+            accuracy: acc + 0.02,
+            f1: acc,
+            val_loss: vl,
+            val_accuracy: acc,
+            val_f1: acc - 0.05,
+            lr: task.config.train.lr,
+            images_per_sec: 1000.0,
+            seconds: 0.01,
+        }),
+    ];
+    if vl < best.1 {
+        *best = (epoch, vl);
+        events.push(FoldEvent::Checkpoint {
+            kind: CheckpointKind::Best,
+            epoch,
+            bytes: weights(task.class_names.len(), task.fold),
+        });
+    }
+    let checkpoint = VirtualCheckpoint {
+        epoch,
+        best_epoch: best.0,
+        best_val_loss: best.1,
+    };
+    events.push(FoldEvent::Checkpoint {
+        kind: CheckpointKind::Latest,
+        epoch,
+        bytes: checkpoint.to_bytes(),
+    });
+    events
+}
+
+/// The event that ends the attempt after `epoch`, when the behaviour says so.
+fn behaviour_ends(
+    behaviour: &VirtualBehaviour,
+    epoch: u32,
+) -> Option<Result<FoldEvent, CoordinatorError>> {
+    match behaviour {
+        VirtualBehaviour::FailAfter {
+            after_epoch,
+            failure,
+        } if *after_epoch == epoch => Some(Ok(FoldEvent::Failed(failure.clone()))),
+        VirtualBehaviour::BreakAfter { after_epoch } if *after_epoch == epoch => {
+            Some(Err(CoordinatorError::WorkerStream {
+                worker: foldtrain_proto::WorkerId::new("virtual"),
+                message: "connection reset".into(),
+            }))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

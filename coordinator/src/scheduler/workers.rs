@@ -1,19 +1,62 @@
-//! Worker registration, heartbeats and lease expiry.
+//! The worker registry as the scheduler uses it: registration and heartbeats (recorded
+//! in the store), lease expiry, and the slots that folds are dispatched to. It owns the
+//! live registry behind its own lock; the scheduler never holds that lock across a call.
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use foldtrain_proto::WorkerId;
-use tracing::{info, warn};
+use foldtrain_proto::{AttemptId, WorkerId};
+use tracing::info;
 
-use super::core::Scheduler;
-use super::registry::LiveWorker;
-use super::state::StopReason;
+use super::launcher::SlotTarget;
+use super::registry::{LiveWorker, Registry};
 use crate::error::{CoordinatorError, Result};
-use crate::store::{self, WorkerRecord, now_ms};
+use crate::store::{self, Store, WorkerRecord, now_ms};
 
-impl Scheduler {
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Heartbeat {
+    /// The worker is registered; false means it must register again.
+    pub known: bool,
+    /// The worker was under suspicion and is not any more: its slots take folds again.
+    pub cleared: bool,
+}
+
+/// Slot counts for the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct SlotCounts {
+    pub workers: usize,
+    pub busy: usize,
+    pub free: usize,
+}
+
+/// Registered workers, their slots and leases.
+#[derive(Debug)]
+pub(super) struct WorkerRegistry {
+    live: Mutex<Registry>,
+    store: Store,
+    lease: Duration,
+}
+
+impl WorkerRegistry {
+    pub fn new(store: Store, lease: Duration) -> Self {
+        Self {
+            live: Mutex::new(Registry::default()),
+            store,
+            lease,
+        }
+    }
+
+    fn live(&self) -> MutexGuard<'_, Registry> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
     /// Registers (or re-registers) a worker and its slots; returns the lease it must renew.
-    pub async fn register_worker(
+    pub async fn register(
         &self,
         id: WorkerId,
         address: String,
@@ -34,74 +77,171 @@ impl Scheduler {
             registered_ms: now,
             last_seen_ms: now,
         };
-        self.inner
-            .store
+        self.store
             .db
             .call(move |c| store::workers::upsert_worker(c, &record))
             .await?;
         info!(worker = %id, %address, slots = slots.len(), "worker registered");
-        self.lock()
-            .registry
-            .register(id, address, hostname, slots, self.lease(), now);
-        self.dispatch();
-        Ok(self.lease())
+        self.live()
+            .register(id, address, hostname, slots, self.lease, now);
+        Ok(self.lease)
     }
 
-    /// Renews a worker's lease; false when the worker is unknown and must register.
-    pub async fn heartbeat(&self, id: &WorkerId) -> Result<bool> {
+    /// Renews a worker's lease and records when it was last seen.
+    pub async fn heartbeat(&self, id: &WorkerId) -> Result<Heartbeat> {
         let now = now_ms();
-        let (known, cleared) = {
-            let registry = &mut self.lock().registry;
-            let suspect = registry.is_suspect(id);
-            let known = registry.heartbeat(id, self.lease(), now);
-            (known, suspect && known)
+        let beat = {
+            let mut live = self.live();
+            let suspect = live.is_suspect(id);
+            let known = live.heartbeat(id, self.lease, now);
+            Heartbeat {
+                known,
+                cleared: suspect && known,
+            }
         };
-        if cleared {
-            // The worker is alive after all: its free slots take folds again.
-            self.dispatch();
-        }
-        if known {
+        if beat.known {
             let id = id.clone();
-            self.inner
-                .store
+            self.store
                 .db
                 .call(move |c| store::workers::touch_worker(c, &id, now))
                 .await?;
         }
-        Ok(known)
-    }
-    /// Workers currently registered, in registration order.
-    pub fn live_workers(&self) -> Vec<LiveWorker> {
-        self.lock().registry.workers().to_vec()
+        Ok(beat)
     }
 
-    /// Removes workers whose lease ran out; their folds are retried elsewhere.
-    pub fn expire_leases(&self) {
-        let mut st = self.lock();
-        for (worker, attempts) in st.registry.expire(Instant::now()) {
-            warn!(worker = %worker, attempts = attempts.len(), "worker lease expired");
-            for attempt in attempts {
-                if let Some(running) = st.running.get(&attempt) {
-                    running
-                        .stop
-                        .send_replace(Some(StopReason::WorkerLost(format!(
-                            "worker {worker} missed its heartbeat lease"
-                        ))));
-                }
-            }
+    /// Workers currently registered, in registration order.
+    pub fn workers(&self) -> Vec<LiveWorker> {
+        self.live().workers().to_vec()
+    }
+
+    /// Removes workers whose lease ran out, with the attempts they held.
+    pub fn expire(&self, now: Instant) -> Vec<(WorkerId, Vec<AttemptId>)> {
+        self.live().expire(now)
+    }
+
+    /// Holds new folds back from a worker whose stream broke, until it is heard from.
+    pub fn suspect(&self, id: &WorkerId) {
+        self.live().suspect(id);
+    }
+
+    /// Takes the first free slot for `attempt`, if any.
+    pub fn claim_slot(&self, attempt: AttemptId) -> Option<SlotTarget> {
+        let mut live = self.live();
+        let target = live.free_slot()?;
+        live.occupy(&target, attempt);
+        Some(target)
+    }
+
+    /// Whether a slot is free (dispatch stops looking at the queue when none is).
+    pub fn has_free_slot(&self) -> bool {
+        self.live().free_slot().is_some()
+    }
+
+    /// Frees the slot if `attempt` still holds it.
+    pub fn release(&self, target: &SlotTarget, attempt: AttemptId) {
+        self.live().release(target, attempt);
+    }
+
+    pub fn slot_counts(&self) -> SlotCounts {
+        let live = self.live();
+        let slots = live.workers().iter().flat_map(|w| &w.slots);
+        SlotCounts {
+            workers: live.workers().len(),
+            busy: slots.clone().filter(|s| s.busy.is_some()).count(),
+            free: slots.filter(|s| s.busy.is_none()).count(),
         }
     }
+}
 
-    /// Checks leases every quarter lease until the returned task is aborted.
-    pub fn spawn_lease_monitor(&self) -> tokio::task::JoinHandle<()> {
-        let scheduler = self.clone();
-        let period = (self.lease() / 4).max(Duration::from_millis(10));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
-                scheduler.expire_leases();
-            }
-        })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(lease: Duration) -> (tempfile::TempDir, WorkerRegistry) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, WorkerRegistry::new(store, lease))
+    }
+
+    #[tokio::test]
+    async fn claims_count_and_release_slots_and_store_the_worker() {
+        let (_dir, workers) = registry(Duration::from_secs(60));
+        let gpus = vec![(0, "H200".to_string()), (1, "H200".to_string())];
+        let id = WorkerId::new("gpu-box");
+        let lease = workers
+            .register(
+                id.clone(),
+                "http://10.0.0.7:50052".into(),
+                "box".into(),
+                gpus,
+            )
+            .await
+            .unwrap();
+        assert_eq!(lease, Duration::from_secs(60));
+        let stored = workers
+            .store
+            .db
+            .call(|c| store::workers::list_workers(c))
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+
+        let first = workers.claim_slot(AttemptId(1)).unwrap();
+        let second = workers.claim_slot(AttemptId(2)).unwrap();
+        assert_eq!((first.device_index, second.device_index), (0, 1));
+        assert!(workers.claim_slot(AttemptId(3)).is_none());
+        assert!(!workers.has_free_slot());
+        let counts = workers.slot_counts();
+        assert_eq!((counts.workers, counts.busy, counts.free), (1, 2, 0));
+
+        // Only the attempt that holds a slot frees it.
+        workers.release(&first, AttemptId(2));
+        assert!(!workers.has_free_slot());
+        workers.release(&first, AttemptId(1));
+        assert_eq!(workers.claim_slot(AttemptId(4)), Some(first));
+    }
+
+    #[tokio::test]
+    async fn heartbeats_clear_suspicion_and_unknown_workers_must_register() {
+        let (_dir, workers) = registry(Duration::from_millis(50));
+        let id = WorkerId::new("w1");
+        workers
+            .register(
+                id.clone(),
+                "http://w1:1".into(),
+                "w1".into(),
+                vec![(-1, "cpu".into())],
+            )
+            .await
+            .unwrap();
+        workers.suspect(&id);
+        assert!(!workers.has_free_slot());
+        let beat = workers.heartbeat(&id).await.unwrap();
+        assert_eq!((beat.known, beat.cleared), (true, true));
+        assert!(workers.has_free_slot());
+        let held = workers.claim_slot(AttemptId(9)).unwrap();
+
+        let expired = workers.expire(Instant::now() + Duration::from_secs(1));
+        assert_eq!(expired, vec![(id.clone(), vec![AttemptId(9)])]);
+        assert!(workers.workers().is_empty());
+        let beat = workers.heartbeat(&id).await.unwrap();
+        assert_eq!((beat.known, beat.cleared), (false, false));
+        // Releasing a slot of a worker that is gone is harmless.
+        workers.release(&held, AttemptId(9));
+    }
+
+    #[tokio::test]
+    async fn a_worker_without_slots_is_refused_by_name() {
+        let (_dir, workers) = registry(Duration::from_secs(1));
+        let err = workers
+            .register(
+                WorkerId::new("empty"),
+                "http://e:1".into(),
+                "e".into(),
+                vec![],
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
     }
 }

@@ -1,7 +1,7 @@
 //! Bearer-token authentication for every RPC, compared in constant time. The check lives
 //! in the proto crate so that workers enforce exactly the same rule.
 
-pub use foldtrain_proto::auth::{BearerAuth, constant_time_eq};
+pub use foldtrain_proto::runtime::auth::BearerAuth;
 
 #[cfg(test)]
 mod tests {

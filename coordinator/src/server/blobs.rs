@@ -1,14 +1,15 @@
 //! Blob transfer RPCs: chunked uploads verified before they become visible, and
 //! chunked downloads.
 
-use foldtrain_proto::telemetry::mark_span_failed;
-use foldtrain_proto::{BlobHash, CHUNK_SIZE, pb};
+use foldtrain_proto::blob_chunks::{ChunkCutter, ChunkReassembler};
+use foldtrain_proto::runtime::telemetry::mark_span_failed;
+use foldtrain_proto::{BlobHash, pb};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::{Instrument, Span};
 
-use crate::error::{CoordinatorError, Result};
+use crate::error::{CoordinatorError, Result, run_blocking};
 use crate::store::{BlobStore, BlobWriter};
 
 /// Receives a stream of blob chunks; returns (blobs stored, bytes received). A blob whose
@@ -17,6 +18,7 @@ pub async fn receive(
     blobs: &BlobStore,
     mut stream: tonic::Streaming<pb::BlobChunk>,
 ) -> Result<(u64, u64)> {
+    let mut framing = ChunkReassembler::new();
     let mut current: Option<BlobWriter> = None;
     let (mut count, mut bytes) = (0u64, 0u64);
     loop {
@@ -30,76 +32,38 @@ pub async fn receive(
                 )));
             }
         };
-        if chunk.data.len() > CHUNK_SIZE {
-            return Err(CoordinatorError::invalid(format!(
-                "chunk of {} bytes exceeds the {CHUNK_SIZE}-byte limit",
-                chunk.data.len()
-            )));
-        }
-        let hash = BlobHash::from_slice(&chunk.hash)
-            .map_err(|e| CoordinatorError::invalid(format!("chunk hash: {e}")))?;
+        let piece = framing
+            .accept(chunk)
+            .map_err(|e| CoordinatorError::invalid(e.to_string()))?;
         let mut writer = match current.take() {
-            Some(w) if w.expected() == hash => w,
-            Some(w) => {
-                return Err(CoordinatorError::invalid(format!(
-                    "blob {} ended without a last chunk before blob {hash} began",
-                    w.expected()
-                )));
-            }
+            Some(writer) => writer,
             None => {
-                if chunk.offset != 0 {
-                    return Err(CoordinatorError::invalid(format!(
-                        "blob {hash} starts at offset {}, expected 0",
-                        chunk.offset
-                    )));
-                }
                 let blobs = blobs.clone();
-                tokio::task::spawn_blocking(move || blobs.writer(hash))
-                    .await
-                    .map_err(join_error)??
+                run_blocking("blob", move || blobs.writer(piece.hash)).await?
             }
         };
-        if chunk.offset != writer.written() {
-            return Err(CoordinatorError::invalid(format!(
-                "blob {hash}: chunk at offset {}, expected {}",
-                chunk.offset,
-                writer.written()
-            )));
-        }
-        bytes += chunk.data.len() as u64;
-        let last = chunk.last;
+        bytes += piece.data.len() as u64;
         // File writes and hashing happen off the async runtime.
-        writer = tokio::task::spawn_blocking(move || -> Result<BlobWriter> {
-            writer.write(&chunk.data)?;
+        writer = run_blocking("blob", move || {
+            writer.write(&piece.data)?;
             Ok(writer)
         })
-        .await
-        .map_err(join_error)??;
-        if last {
-            tokio::task::spawn_blocking(move || writer.finish())
-                .await
-                .map_err(join_error)??;
+        .await?;
+        if piece.last {
+            run_blocking("blob", move || writer.finish()).await?;
             count += 1;
         } else {
             current = Some(writer);
         }
     }
-    if let Some(w) = current {
-        return Err(CoordinatorError::invalid(format!(
-            "the stream ended inside blob {} after {} bytes; nothing of it was stored",
-            w.expected(),
-            w.written()
-        )));
-    }
+    framing
+        .finish()
+        .map_err(|e| CoordinatorError::invalid(format!("{e}; nothing of it was stored")))?;
     Ok((count, bytes))
 }
 
-fn join_error(e: tokio::task::JoinError) -> CoordinatorError {
-    CoordinatorError::Corrupt(format!("blob task failed: {e}"))
-}
-
 /// Streams the requested blobs one after another, each in chunks of at most
-/// [`CHUNK_SIZE`]. Every blob must exist before anything is sent.
+/// [`foldtrain_proto::CHUNK_SIZE`]. Every blob must exist before anything is sent.
 pub fn send(
     blobs: &BlobStore,
     hashes: Vec<BlobHash>,
@@ -132,6 +96,7 @@ pub fn send(
     Ok(rx)
 }
 
+/// Sends one stored blob; returns the bytes sent (fewer when the receiver went away).
 async fn send_one(
     blobs: &BlobStore,
     hash: BlobHash,
@@ -141,24 +106,14 @@ async fn send_one(
     let io = |e| CoordinatorError::io(format!("reading {}", path.display()), e);
     let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
     let size = file.metadata().await.map_err(io)?.len();
-    let mut offset = 0u64;
-    loop {
-        let mut data = vec![0u8; CHUNK_SIZE.min((size - offset) as usize)];
+    let mut cutter = ChunkCutter::new(hash, size);
+    while let Some(len) = cutter.next_len() {
+        let mut data = vec![0u8; len];
         file.read_exact(&mut data).await.map_err(io)?;
-        let last = offset + data.len() as u64 >= size;
-        let len = data.len() as u64;
-        let chunk = pb::BlobChunk {
-            hash: hash.0.to_vec(),
-            offset,
-            data,
-            last,
-        };
-        if tx.send(Ok(chunk)).await.is_err() {
-            return Ok(offset);
-        }
-        offset += len;
-        if last {
-            return Ok(offset);
+        let sent = cutter.offset();
+        if tx.send(Ok(cutter.cut(data))).await.is_err() {
+            return Ok(sent);
         }
     }
+    Ok(cutter.offset())
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use foldtrain_proto::metrics_http::{MetricsServer, Rendering, serve_metrics};
+use foldtrain_proto::runtime::metrics_http::{MetricsServer, Rendering, serve_metrics};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,13 +22,7 @@ pub async fn serve_coordinator_metrics(
 ) -> Result<MetricsServer> {
     let source = move || -> Rendering {
         let scheduler = scheduler.clone();
-        Box::pin(async move {
-            scheduler
-                .metrics()
-                .render(&scheduler)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(async move { scheduler.render_metrics().await.map_err(|e| e.to_string()) })
     };
     serve_metrics(addr, Arc::new(source), shutdown)
         .await
@@ -55,7 +49,7 @@ pub(super) fn count_sent<T: Send + 'static>(
 mod tests {
     use std::time::Duration;
 
-    use foldtrain_proto::metrics_http::http_get;
+    use foldtrain_proto::runtime::test_util::http_get;
     use foldtrain_proto::task::FoldFailure;
     use foldtrain_proto::{ImageRef, JobConfig, WorkerId};
 
@@ -63,6 +57,7 @@ mod tests {
     use crate::scheduler::{JobSpec, VirtualBehaviour, VirtualLauncher};
     use crate::server::start_with_launcher;
     use crate::store::JobState;
+    use foldtrain_proto::FailureCause;
 
     async fn scrape(addr: std::net::SocketAddr) -> String {
         let (status, head, body) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
@@ -95,11 +90,7 @@ mod tests {
             if l.fold.0 == 1 && l.nth == 1 {
                 VirtualBehaviour::FailAfter {
                     after_epoch: 1,
-                    failure: FoldFailure {
-                        message: "gone".into(),
-                        retryable: true,
-                        cause: "worker_lost".into(),
-                    },
+                    failure: FoldFailure::new(FailureCause::WorkerLost, "gone"),
                 }
             } else {
                 VirtualBehaviour::Succeed

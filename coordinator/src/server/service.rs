@@ -4,8 +4,8 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use foldtrain_proto::propagation::adopt_trace_context;
-use foldtrain_proto::telemetry::mark_span_failed;
+use foldtrain_proto::runtime::propagation::adopt_trace_context;
+use foldtrain_proto::runtime::telemetry::mark_span_failed;
 use foldtrain_proto::{JobId, ProtoError, WorkerId, pb};
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
@@ -16,7 +16,7 @@ use tracing::{Instrument, field, info_span};
 use super::{artifacts, blobs, convert, metrics, status};
 use crate::error::CoordinatorError;
 use crate::scheduler::{Direction, Scheduler};
-use crate::store::{self, JobState};
+use crate::store;
 
 type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -33,7 +33,7 @@ impl CoordinatorService {
 }
 
 fn terminal(status: &pb::JobStatus) -> bool {
-    JobState::parse(&status.state).is_ok_and(JobState::is_terminal)
+    status.state().is_terminal()
 }
 
 #[tonic::async_trait]
@@ -156,7 +156,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             .map(|j| {
                 let mut s = status::summary_status(j);
                 if let Some(state) = self.scheduler.live_job_state(&j.id) {
-                    s.state = state.to_string();
+                    s.set_state(state);
                 }
                 s
             })

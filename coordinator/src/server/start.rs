@@ -5,8 +5,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use foldtrain_proto::metrics_http::MetricsServer;
 use foldtrain_proto::pb::coordinator_server::CoordinatorServer;
+use foldtrain_proto::runtime::metrics_http::MetricsServer;
 use foldtrain_proto::{CONNECTION_WINDOW, STREAM_WINDOW};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -56,7 +56,7 @@ impl ServerHandle {
         let served = self
             .task
             .await
-            .map_err(|e| CoordinatorError::Corrupt(format!("server task failed: {e}")))?;
+            .map_err(|e| CoordinatorError::task_failed("server", e))?;
         if let Some(metrics) = self.metrics {
             metrics.wait().await;
         }
@@ -82,9 +82,7 @@ pub async fn start_with_launcher(
 ) -> Result<ServerHandle> {
     config.validate()?;
     let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
-        .await
-        .map_err(|e| CoordinatorError::Corrupt(format!("opening the store failed: {e}")))??;
+    let store = crate::error::run_blocking("store open", move || Store::open(&data_dir)).await?;
     let scheduler = Scheduler::new(
         store,
         launcher,

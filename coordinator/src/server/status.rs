@@ -28,7 +28,7 @@ pub async fn job_status(scheduler: &Scheduler, job: &JobId) -> Result<pb::JobSta
     if let Some(state) = scheduler.live_job_state(job)
         && !state.is_terminal()
     {
-        status.state = state.to_string();
+        status.set_state(state);
     }
     status.folds = folds
         .iter()
@@ -49,7 +49,7 @@ pub fn summary_status(s: &JobSummary) -> pb::JobStatus {
     pb::JobStatus {
         job_id: s.id.to_string(),
         name: s.name.clone(),
-        state: s.state.to_string(),
+        state: s.state as i32,
         message: s.message.clone(),
         folds: Vec::new(),
         created_unix_ms: s.created_ms,
@@ -70,7 +70,7 @@ fn fold_status(
         .map(|a| pb::AttemptStatus {
             attempt: a.id.0,
             worker_id: a.worker.to_string(),
-            state: a.state.to_string(),
+            state: a.state as i32,
             reason: a.reason.clone(),
             started_unix_ms: a.started_ms,
             ended_unix_ms: a.ended_ms.unwrap_or_default(),
@@ -79,7 +79,7 @@ fn fold_status(
         .collect();
     let mut status = pb::FoldStatus {
         fold: f.fold.0,
-        state: f.state.to_string(),
+        state: f.state as i32,
         epochs,
         best_epoch: f.best_epoch.unwrap_or_default(),
         worker_id: attempts
@@ -90,7 +90,7 @@ fn fold_status(
         ..Default::default()
     };
     if let Some((state, live)) = live {
-        status.state = state.to_string();
+        status.set_state(*state);
         status.epoch = live.epoch;
         status.batch = live.batch;
         status.batches = live.batches;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foldtrain_proto::pb::coordinator_client::CoordinatorClient;
-use foldtrain_proto::{BlobHash, CHUNK_SIZE, JobConfig, pb};
+use foldtrain_proto::{BlobHash, CHUNK_SIZE, FoldState, JobConfig, JobState, pb};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tonic::service::Interceptor;
@@ -76,17 +76,7 @@ async fn client(server: &TestServer, token: Option<&str>) -> Client {
 }
 
 fn chunks_of(bytes: &[u8], hash: BlobHash) -> Vec<pb::BlobChunk> {
-    let parts: Vec<&[u8]> = bytes.chunks(CHUNK_SIZE).collect();
-    parts
-        .iter()
-        .enumerate()
-        .map(|(i, part)| pb::BlobChunk {
-            hash: hash.0.to_vec(),
-            offset: (i * CHUNK_SIZE) as u64,
-            data: part.to_vec(),
-            last: i + 1 == parts.len(),
-        })
-        .collect()
+    foldtrain_proto::blob_chunks::chunks(hash, bytes).collect()
 }
 
 async fn missing(c: &mut Client, hashes: &[BlobHash]) -> Vec<Vec<u8>> {
@@ -353,14 +343,14 @@ async fn a_job_runs_from_upload_to_downloaded_results() {
         last = update.status;
     }
     let last = last.unwrap();
-    assert_eq!(last.state, "succeeded", "{}", last.message);
+    assert_eq!(last.state(), JobState::Succeeded, "{}", last.message);
     assert_eq!(epochs_seen, 6, "3 folds x 2 epochs");
     assert!(last.summary_json.contains("macro_f1"));
     assert_eq!(last.folds.len(), 3);
     assert!(
         last.folds
             .iter()
-            .all(|f| f.state == "done" && f.attempts.len() == 1)
+            .all(|f| f.state() == FoldState::Done && f.attempts.len() == 1)
     );
 
     let paths = c

@@ -57,7 +57,7 @@ impl Db {
             f(&mut guard)
         })
         .await
-        .map_err(|e| CoordinatorError::Corrupt(format!("database task failed: {e}")))?
+        .map_err(|e| CoordinatorError::task_failed("database", e))?
     }
 
     /// Runs `f` with the connection on the current thread (startup and tests).

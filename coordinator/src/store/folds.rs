@@ -6,6 +6,7 @@ use rusqlite::{Connection, params};
 
 use super::records::{
     AttemptRecord, AttemptState, FoldRecord, FoldState, StoredCheckpoint, blob_from_column, now_ms,
+    parse_column,
 };
 use crate::error::{CoordinatorError, Result};
 
@@ -247,7 +248,7 @@ pub fn folds(conn: &Connection, job: &JobId) -> Result<Vec<FoldRecord>> {
             };
         out.push(FoldRecord {
             fold: FoldIndex(r.get(0)?),
-            state: FoldState::parse(&r.get::<_, String>(1)?)?,
+            state: parse_column("folds.state", &r.get::<_, String>(1)?)?,
             attempts: r.get(2)?,
             best_epoch: r.get(3)?,
             best_val_loss: r.get(4)?,
@@ -277,7 +278,7 @@ pub fn attempts(conn: &Connection, job: &JobId) -> Result<Vec<AttemptRecord>> {
             fold: FoldIndex(r.get(1)?),
             worker: WorkerId::new(r.get::<_, String>(2)?),
             slot: r.get(3)?,
-            state: AttemptState::parse(&r.get::<_, String>(4)?)?,
+            state: parse_column("attempts.state", &r.get::<_, String>(4)?)?,
             reason: r.get(5)?,
             started_ms: r.get(6)?,
             ended_ms: r.get(7)?,

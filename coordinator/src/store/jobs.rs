@@ -4,7 +4,7 @@
 use foldtrain_proto::{BlobHash, ImageRef, JobConfig, JobId};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::records::{FoldState, JobRecord, JobState, JobSummary, now_ms};
+use super::records::{FoldState, JobRecord, JobState, JobSummary, now_ms, parse_column};
 use crate::error::{CoordinatorError, Result};
 
 /// Stores a new job, its images (with folds) and one queued row per fold, all or
@@ -15,7 +15,7 @@ pub fn insert_job(conn: &mut Connection, job: &JobRecord) -> Result<()> {
         r.get(0)
     })?;
     let classes = serde_json::to_string(&job.class_names)
-        .map_err(|e| CoordinatorError::Corrupt(e.to_string()))?;
+        .map_err(|e| CoordinatorError::encode("class names", e))?;
     tx.execute(
         "INSERT INTO jobs (id, seq, name, state, message, config_toml, class_names, created_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -154,7 +154,7 @@ fn to_summary(row: SummaryRow) -> Result<JobSummary> {
     Ok(JobSummary {
         id: JobId::new(id),
         name,
-        state: JobState::parse(&state)?,
+        state: parse_column("jobs.state", &state)?,
         message,
         created_ms,
         finished_ms,

@@ -17,6 +17,7 @@ pub use blobs::{BlobStore, BlobWriter};
 pub use db::Db;
 pub use files::write_atomic;
 pub use folds::ProbabilitySet;
+pub(crate) use records::parse_column;
 pub use records::{
     AttemptRecord, AttemptState, FoldRecord, FoldState, JobRecord, JobState, JobSummary,
     StoredCheckpoint, WorkerRecord, now_ms,

@@ -4,73 +4,16 @@ use foldtrain_proto::{AttemptId, BlobHash, FoldIndex, ImageRef, JobConfig, JobId
 
 use crate::error::{CoordinatorError, Result};
 
-macro_rules! text_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
+pub use foldtrain_proto::states::{AttemptState, FoldState, JobState};
 
-        impl $name {
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-
-            pub fn parse(text: &str) -> Result<Self> {
-                match text {
-                    $($text => Ok(Self::$variant),)+
-                    other => Err(CoordinatorError::Corrupt(format!(
-                        "unknown {} {other:?}", stringify!($name)
-                    ))),
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
+/// Reads a state or cause from its text column: the one place stored text becomes a type.
+pub(crate) fn parse_column<T>(column: &'static str, text: &str) -> Result<T>
+where
+    T: std::str::FromStr<Err = foldtrain_proto::ProtoError>,
+{
+    text.parse()
+        .map_err(|e| CoordinatorError::Corrupt(format!("column {column}: {e}")))
 }
-
-text_enum!(
-    /// Where a job is in its life.
-    JobState {
-        Queued => "queued",
-        Running => "running",
-        Succeeded => "succeeded",
-        Failed => "failed",
-        Cancelled => "cancelled",
-    }
-);
-
-impl JobState {
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
-    }
-}
-
-text_enum!(
-    /// Where one fold of a job is.
-    FoldState {
-        Queued => "queued",
-        Running => "running",
-        Done => "done",
-        Failed => "failed",
-        Cancelled => "cancelled",
-    }
-);
-
-text_enum!(
-    /// How one dispatch of a fold ended (or that it has not yet).
-    AttemptState {
-        Running => "running",
-        Succeeded => "succeeded",
-        Failed => "failed",
-        Lost => "lost",
-        Cancelled => "cancelled",
-    }
-);
 
 /// A submitted job as stored: its manifest, config and the fold of every training row.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,7 @@ use crate::error::{CoordinatorError, Result};
 /// Inserts or refreshes a worker's registration.
 pub fn upsert_worker(conn: &Connection, w: &WorkerRecord) -> Result<()> {
     let slots =
-        serde_json::to_string(&w.slots).map_err(|e| CoordinatorError::Corrupt(e.to_string()))?;
+        serde_json::to_string(&w.slots).map_err(|e| CoordinatorError::encode("worker slots", e))?;
     conn.execute(
         "INSERT INTO workers (id, address, hostname, slots_json, registered_ms, last_seen_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) \

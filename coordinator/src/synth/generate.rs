@@ -10,7 +10,7 @@ use super::SynthError;
 use super::canvas::Canvas;
 use super::cues::paint_cue;
 use super::mucosa::{VideoStyle, finish, paint_mucosa, paint_vignette};
-use super::plan::{Defect, Frame, KVASIR_CLASSES, class_counts, plan};
+use super::plan::{Defect, Frame, KVASIR_CLASSES, Plan, class_counts, plan};
 use super::rng::Rng;
 use crate::dataset::Progress;
 
@@ -66,6 +66,8 @@ const TRAIN_STREAM: u64 = 1;
 const TEST_STREAM: u64 = 2;
 const VIDEO_STREAM: u64 = 3;
 
+/// Draws and writes the data set `options` describes; the same options always give the
+/// same bytes.
 pub fn generate(
     options: &SynthOptions,
     progress: &dyn Progress,
@@ -94,50 +96,12 @@ pub fn generate(
     for dir in [out.join("train"), out.join("test")] {
         std::fs::create_dir_all(&dir).map_err(|source| SynthError::Io { path: dir, source })?;
     }
-
-    progress.begin(
-        (plan.train.len() + plan.test.len()) as u64,
-        "drawing images",
-    );
-    let size = options.image_size as usize;
-    let write_all = |frames: &[Frame], dir: &Path, stream: u64| -> Result<(), SynthError> {
-        frames.par_iter().enumerate().try_for_each(|(i, frame)| {
-            let mut rng = Rng::derive(options.seed, stream, i as u64);
-            let bytes = draw(frame, &styles[frame.video], size, &mut rng)?;
-            let path = dir.join(file_name(i));
-            std::fs::write(&path, bytes).map_err(|source| SynthError::Io { path, source })?;
-            progress.advance(1);
-            Ok(())
-        })
-    };
-    write_all(&plan.train, &out.join("train"), TRAIN_STREAM)?;
-    write_all(&plan.test, &out.join("test"), TEST_STREAM)?;
-    progress.finish();
-
-    let mut train_csv = String::from(if options.groups {
-        "filename,label,video_id\n"
-    } else {
-        "filename,label\n"
-    });
-    for (i, frame) in plan.train.iter().enumerate() {
-        let label = KVASIR_CLASSES[frame.class].0;
-        train_csv.push_str(&format!("{},{label}", file_name(i)));
-        if options.groups {
-            train_csv.push_str(&format!(",vid_{:03}", frame.video));
-        }
-        train_csv.push('\n');
-    }
-    let mut test_csv = String::from("filename\n");
-    for i in 0..plan.test.len() {
-        test_csv.push_str(&format!("{}\n", file_name(i)));
-    }
-    for (name, content) in [
-        ("Training_set.csv", train_csv),
-        ("Testing_set.csv", test_csv),
-    ] {
-        let path = out.join(name);
-        std::fs::write(&path, content).map_err(|source| SynthError::Io { path, source })?;
-    }
+    write_images(&plan, &styles, options, progress)?;
+    write_file(
+        out.join("Training_set.csv"),
+        train_csv(&plan, options.groups),
+    )?;
+    write_file(out.join("Testing_set.csv"), test_csv(&plan))?;
 
     Ok(SynthSummary {
         class_counts: KVASIR_CLASSES
@@ -150,6 +114,65 @@ pub fn generate(
         videos: plan.train_videos,
         defects: plan.train.iter().filter(|f| f.defect.is_some()).count(),
     })
+}
+
+/// Draws every frame of `plan` into `train/` and `test/`, in parallel. Each image has
+/// its own random stream, so the bytes do not depend on the drawing order.
+fn write_images(
+    plan: &Plan,
+    styles: &[VideoStyle],
+    options: &SynthOptions,
+    progress: &dyn Progress,
+) -> Result<(), SynthError> {
+    progress.begin(
+        (plan.train.len() + plan.test.len()) as u64,
+        "drawing images",
+    );
+    let size = options.image_size as usize;
+    let write_all = |frames: &[Frame], dir: &Path, stream: u64| -> Result<(), SynthError> {
+        frames.par_iter().enumerate().try_for_each(|(i, frame)| {
+            let mut rng = Rng::derive(options.seed, stream, i as u64);
+            let bytes = draw(frame, &styles[frame.video], size, &mut rng)?;
+            write_file(dir.join(file_name(i)), bytes)?;
+            progress.advance(1);
+            Ok(())
+        })
+    };
+    write_all(&plan.train, &options.out.join("train"), TRAIN_STREAM)?;
+    write_all(&plan.test, &options.out.join("test"), TEST_STREAM)?;
+    progress.finish();
+    Ok(())
+}
+
+/// `Training_set.csv`: file name and label, and the video as the group when `groups`.
+fn train_csv(plan: &Plan, groups: bool) -> String {
+    let mut csv = String::from(if groups {
+        "filename,label,video_id\n"
+    } else {
+        "filename,label\n"
+    });
+    for (i, frame) in plan.train.iter().enumerate() {
+        let label = KVASIR_CLASSES[frame.class].0;
+        csv.push_str(&format!("{},{label}", file_name(i)));
+        if groups {
+            csv.push_str(&format!(",vid_{:03}", frame.video));
+        }
+        csv.push('\n');
+    }
+    csv
+}
+
+/// `Testing_set.csv`: the file names only.
+fn test_csv(plan: &Plan) -> String {
+    let mut csv = String::from("filename\n");
+    for i in 0..plan.test.len() {
+        csv.push_str(&format!("{}\n", file_name(i)));
+    }
+    csv
+}
+
+fn write_file(path: PathBuf, content: impl AsRef<[u8]>) -> Result<(), SynthError> {
+    std::fs::write(&path, content).map_err(|source| SynthError::Io { path, source })
 }
 
 /// `Image_1.jpg`, `Image_2.jpg`, ... as in the seed's data set.

@@ -76,9 +76,34 @@ pub(crate) struct Plan {
     pub train_videos: usize,
 }
 
+/// `n` frames of `class` from `video`, without defects.
+fn clip_of(class: usize, video: usize, n: usize) -> impl Iterator<Item = Frame> {
+    (0..n).map(move |_| Frame {
+        class,
+        video,
+        defect: None,
+    })
+}
+
 /// Splits frames into videos: each video has one dominant class, findings padded with
 /// some normal frames, and the remaining normal frames in normal-only videos.
 pub(crate) fn plan(counts: &[usize], test: usize, defects: bool, rng: &mut Rng) -> Plan {
+    let (mut train, train_videos) = train_frames(counts, rng);
+    rng.shuffle(&mut train);
+    if defects {
+        insert_defects(&mut train, rng);
+    }
+    let (test, videos) = test_frames(counts, test, train_videos, rng);
+    Plan {
+        train,
+        test,
+        videos,
+        train_videos,
+    }
+}
+
+/// The training frames in video order, and the number of videos they come from.
+fn train_frames(counts: &[usize], rng: &mut Rng) -> (Vec<Frame>, usize) {
     let mut train = Vec::new();
     let mut video = 0;
     let mut normal_left = counts[NORMAL];
@@ -89,58 +114,56 @@ pub(crate) fn plan(counts: &[usize], test: usize, defects: bool, rng: &mut Rng) 
         while left > 0 {
             let clip = rng.int(1, longest).min(left);
             left -= clip;
-            train.extend((0..clip).map(|_| Frame {
-                class,
-                video,
-                defect: None,
-            }));
+            train.extend(clip_of(class, video, clip));
             let padding = rng.int(0, clip.saturating_sub(1)).min(normal_left);
             normal_left -= padding;
-            train.extend((0..padding).map(|_| Frame {
-                class: NORMAL,
-                video,
-                defect: None,
-            }));
+            train.extend(clip_of(NORMAL, video, padding));
             video += 1;
         }
     }
     while normal_left > 0 {
         let clip = rng.int(4, 10).min(normal_left);
         normal_left -= clip;
-        train.extend((0..clip).map(|_| Frame {
-            class: NORMAL,
-            video,
-            defect: None,
-        }));
+        train.extend(clip_of(NORMAL, video, clip));
         video += 1;
     }
-    rng.shuffle(&mut train);
-    if defects {
-        for defect in [
-            Defect::ZeroBytes,
-            Defect::ZeroBytes,
-            Defect::Truncated,
-            Defect::NotAnImage,
-        ] {
-            let at = rng.int(0, train.len());
-            let video = train[rng.int(0, train.len() - 1)].video;
-            train.insert(
-                at,
-                Frame {
-                    class: NORMAL,
-                    video,
-                    defect: Some(defect),
-                },
-            );
-        }
-    }
-    let train_videos = video;
+    (train, video)
+}
 
-    // Test frames follow the training distribution, from videos of their own.
+/// Puts four broken files at random places, each in the video of a random frame.
+fn insert_defects(train: &mut Vec<Frame>, rng: &mut Rng) {
+    for defect in [
+        Defect::ZeroBytes,
+        Defect::ZeroBytes,
+        Defect::Truncated,
+        Defect::NotAnImage,
+    ] {
+        let at = rng.int(0, train.len());
+        let video = train[rng.int(0, train.len() - 1)].video;
+        train.insert(
+            at,
+            Frame {
+                class: NORMAL,
+                video,
+                defect: Some(defect),
+            },
+        );
+    }
+}
+
+/// `test` frames in shuffled order, following the training distribution, from videos of
+/// their own numbered from `first_video`; also the video count after them.
+fn test_frames(
+    counts: &[usize],
+    test: usize,
+    first_video: usize,
+    rng: &mut Rng,
+) -> (Vec<Frame>, usize) {
     let total: usize = counts.iter().sum();
-    let mut test_frames = Vec::with_capacity(test);
-    while test_frames.len() < test {
-        let clip = rng.int(3, 8).min(test - test_frames.len());
+    let mut video = first_video;
+    let mut frames = Vec::with_capacity(test);
+    while frames.len() < test {
+        let clip = rng.int(3, 8).min(test - frames.len());
         for _ in 0..clip {
             let mut pick = rng.int(0, total - 1);
             let class = counts.iter().position(|&c| {
@@ -148,7 +171,7 @@ pub(crate) fn plan(counts: &[usize], test: usize, defects: bool, rng: &mut Rng) 
                 pick = pick.saturating_sub(c);
                 hit
             });
-            test_frames.push(Frame {
+            frames.push(Frame {
                 class: class.unwrap_or(NORMAL),
                 video,
                 defect: None,
@@ -156,13 +179,8 @@ pub(crate) fn plan(counts: &[usize], test: usize, defects: bool, rng: &mut Rng) 
         }
         video += 1;
     }
-    rng.shuffle(&mut test_frames);
-    Plan {
-        train,
-        test: test_frames,
-        videos: video,
-        train_videos,
-    }
+    rng.shuffle(&mut frames);
+    (frames, video)
 }
 
 #[cfg(test)]

@@ -1,27 +1,25 @@
-//! A small seeded generator (SplitMix64) whose output is the same on every platform, so
-//! a seed always yields the same data set.
+//! The synthetic data set's draws (uniform floats, integers, points, shuffles) on top of
+//! the shared SplitMix64, so a seed always yields the same data set on every platform.
 
-pub(crate) struct Rng(u64);
+use foldtrain_proto::rng::SplitMix64;
+
+pub(crate) struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(SplitMix64::new(seed))
     }
 
     /// An independent stream for item `index` of stream `stream`: images render in
     /// parallel, each from its own stream, so thread scheduling cannot change the output.
     pub fn derive(seed: u64, stream: u64, index: u64) -> Self {
-        let mut mixer = Rng(seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F));
+        let mut mixer = SplitMix64::new(seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F));
         let a = mixer.next_u64();
-        Rng(a ^ index.wrapping_mul(0xE703_7ED1_A0B4_28DB))
+        Rng::new(a ^ index.wrapping_mul(0xE703_7ED1_A0B4_28DB))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).

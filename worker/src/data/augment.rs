@@ -2,8 +2,7 @@
 //! index) so that training replays exactly after a resume.
 
 use foldtrain_proto::config::Augment;
-
-use super::order::{derive_seed, mix64};
+use foldtrain_proto::rng::{derive_seed, mix64};
 
 /// What to do to one image: rotate by `quarter_turns` x 90 degrees counter-clockwise, then
 /// flip left-right, then flip top-bottom.

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use fast_image_resize::Resizer;
 use foldtrain_proto::ImageRef;
 use foldtrain_proto::config::{Augment, Normalize, Resize, TrainConfig};
+use foldtrain_proto::runtime::panic_message;
 
 use super::batch::NormalizeTable;
 use super::{Batch, BlobSource, DataError, ImageCache, choose_augment, load_resized};
@@ -376,16 +377,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
 }
 
 #[cfg(test)]

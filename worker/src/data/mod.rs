@@ -18,5 +18,5 @@ pub use cache::{CacheStats, ImageCache};
 pub use decode::{RgbImage, decode_rgb, load_resized, resize_square};
 pub use error::DataError;
 pub use loader::{BatchIter, Loader, PipelineOptions};
-pub use order::epoch_order;
+pub use order::{epoch_order, epoch_seed};
 pub use source::{BlobSource, FolderSource, HashDirSource};

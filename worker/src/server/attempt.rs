@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use foldtrain_proto::task::FoldFailure;
+use foldtrain_proto::runtime::panic_message;
+use foldtrain_proto::task::{FoldFailure, FoldSummary};
 use foldtrain_proto::wire_events::encode_fold_event;
 use foldtrain_proto::{AttemptId, BlobHash, FoldEvent, FoldIndex, FoldTask, JobId, pb};
 use tokio::sync::mpsc;
@@ -18,7 +19,7 @@ use super::metrics::AttemptMetrics;
 use super::service::Shared;
 use super::slots::SlotLease;
 use crate::data::HashDirSource;
-use crate::train::{EventSink, SinkClosed, TrainError, run_fold};
+use crate::train::{EventSink, SinkClosed, TrainError, spawn_fold};
 
 pub type EventSender = mpsc::Sender<Result<pb::FoldEvent, Status>>;
 
@@ -41,6 +42,24 @@ struct WireSink {
     lease: Option<SlotLease>,
     stopping: Arc<AtomicBool>,
     metrics: AttemptMetrics,
+}
+
+impl WireSink {
+    fn new(shared: &Shared, task: &FoldTask, lease: SlotLease, tx: EventSender) -> Self {
+        let metrics =
+            shared
+                .metrics
+                .attempt(lease.slot(), task.config.train.batch_size, task.train.len());
+        Self {
+            tx,
+            job: task.job_id.clone(),
+            fold: task.fold,
+            attempt: task.attempt,
+            lease: Some(lease),
+            stopping: shared.stopping.clone(),
+            metrics,
+        }
+    }
 }
 
 impl EventSink for WireSink {
@@ -115,7 +134,7 @@ pub async fn run_attempt(shared: Arc<Shared>, attempt: Attempt) {
     let ids = (task.job_id.clone(), task.fold, task.attempt);
     if let Err(e) = train(&shared, task, resume_blob, lease, &cancel, &tx).await {
         warn!(error = %e, "fold attempt failed before training");
-        foldtrain_proto::telemetry::mark_span_failed(&tracing::Span::current(), &e);
+        foldtrain_proto::runtime::telemetry::mark_span_failed(&tracing::Span::current(), &e);
         send_failure(&tx, &ids, e.to_failure()).await;
     }
     watcher.abort();
@@ -130,12 +149,33 @@ async fn train(
     tx: &EventSender,
 ) -> Result<(), WorkerError> {
     let started = Instant::now();
+    fetch_inputs(shared, &mut task, resume_blob).await?;
+    let source = Arc::new(HashDirSource::new(shared.cache.dir()));
+    let sink = WireSink::new(shared, &task, lease, tx.clone());
+    let thread = spawn_fold(task, source, sink, cancel.clone(), shared.run_options)
+        .map_err(|e| internal("starting the training thread", e))?;
+    let joined = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|e| internal("waiting for the training thread", e))?;
+    let outcome =
+        joined.map_err(|panic| internal("the training thread", panic_message(panic.as_ref())))?;
+    report_outcome(shared, outcome, started, tx).await;
+    Ok(())
+}
+
+/// Downloads the blobs the task lacks and puts the resume checkpoint into it.
+async fn fetch_inputs(
+    shared: &Arc<Shared>,
+    task: &mut FoldTask,
+    resume_blob: Option<BlobHash>,
+) -> Result<(), WorkerError> {
+    let started = Instant::now();
     let mut client = shared.client.clone();
     let downloaded = fetch_missing(
         &mut client,
         &shared.coordinator_url,
         &shared.cache,
-        wanted(&task, resume_blob),
+        wanted(task, resume_blob),
     )
     .await?;
     info!(
@@ -150,41 +190,26 @@ async fn train(
             .map_err(|e| internal("reading the resume checkpoint", e))??;
         task.resume = Some(bytes);
     }
-    let source = Arc::new(HashDirSource::new(shared.cache.dir()));
-    let metrics =
-        shared
-            .metrics
-            .attempt(lease.slot(), task.config.train.batch_size, task.train.len());
-    let mut sink = WireSink {
-        metrics,
-        tx: tx.clone(),
-        job: task.job_id.clone(),
-        fold: task.fold,
-        attempt: task.attempt,
-        lease: Some(lease),
-        stopping: shared.stopping.clone(),
-    };
-    let (options, thread_cancel) = (shared.run_options, cancel.clone());
-    // Spans do not follow a thread by themselves: carry this attempt's into it so the
-    // training logs join the coordinator's trace.
-    let span = tracing::Span::current();
-    let thread = std::thread::Builder::new()
-        .name(format!("fold-{}", task.fold))
-        .spawn(move || {
-            span.in_scope(|| run_fold(&task, source, &mut sink, &thread_cancel, options))
-        })
-        .map_err(|e| internal("starting the training thread", e))?;
-    let joined = tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .map_err(|e| internal("waiting for the training thread", e))?;
-    match joined {
-        Ok(Ok(summary)) => info!(
+    Ok(())
+}
+
+/// Logs how training ended. The fold's own events already told the caller, except when
+/// the worker is shutting down: then the stream ends as unavailable, so the attempt
+/// counts as lost and is retried elsewhere.
+async fn report_outcome(
+    shared: &Shared,
+    outcome: Result<FoldSummary, TrainError>,
+    started: Instant,
+    tx: &EventSender,
+) {
+    match outcome {
+        Ok(summary) => info!(
             best_epoch = summary.best_epoch,
             epochs_run = summary.epochs_run,
             seconds = started.elapsed().as_secs_f64(),
             "fold done"
         ),
-        Ok(Err(e)) if shared.stopping.load(Ordering::Relaxed) => {
+        Err(e) if shared.stopping.load(Ordering::Relaxed) => {
             info!(error = %e, "fold stopped: the worker is shutting down");
             let _ = tx
                 .send(Err(Status::unavailable(format!(
@@ -194,18 +219,9 @@ async fn train(
                 .await;
         }
         // run_fold has already sent the failure, or the caller is gone.
-        Ok(Err(TrainError::SinkClosed(_))) => info!("fold stopped: the caller went away"),
-        Ok(Err(e)) => info!(cause = e.cause(), "fold failed"),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            return Err(internal("the training thread", message));
-        }
+        Err(TrainError::SinkClosed(_)) => info!("fold stopped: the caller went away"),
+        Err(e) => info!(cause = e.cause().as_str(), "fold failed"),
     }
-    Ok(())
 }
 
 fn internal(what: &'static str, e: impl std::fmt::Display) -> WorkerError {

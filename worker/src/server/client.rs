@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use foldtrain_proto::auth::BearerToken;
 use foldtrain_proto::pb::coordinator_client::CoordinatorClient;
+use foldtrain_proto::runtime::auth::BearerToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 

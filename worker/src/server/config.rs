@@ -5,6 +5,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use foldtrain_proto::runtime::auth::validate_token;
 use foldtrain_proto::{CHUNK_SIZE, MAX_MESSAGE_SIZE};
 
 use super::WorkerError;
@@ -87,12 +88,7 @@ impl WorkerConfig {
             }
         }
         if let Some(token) = &self.token {
-            if token.is_empty() {
-                return bad("the token is empty".into());
-            }
-            if !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return bad("the token must be printable ASCII without spaces".into());
-            }
+            validate_token(token).map_err(|e| WorkerError::Config(e.to_string()))?;
         }
         if let Some(id) = &self.worker_id
             && (id.is_empty() || id.chars().any(char::is_whitespace))

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use foldtrain_proto::FailureCause;
 use foldtrain_proto::task::FoldFailure;
 use foldtrain_proto::{BlobHash, ProtoError};
 use tonic::Code;
@@ -99,22 +100,18 @@ impl WorkerError {
     /// The failure event of an attempt this error ended. Missing blobs stay missing and a
     /// malformed task stays malformed; network and disk trouble may pass.
     pub fn to_failure(&self) -> FoldFailure {
-        let (retryable, cause) = match self {
-            Self::MissingBlob { .. } => (false, "missing_blob"),
-            Self::Task(_) | Self::Config(_) => (false, "bad_task"),
-            Self::NoSuchSlot { .. } => (false, "rejected"),
-            Self::SlotBusy { .. } => (true, "busy"),
+        let cause = match self {
+            Self::MissingBlob { .. } => FailureCause::MissingBlob,
+            Self::Task(_) | Self::Config(_) => FailureCause::BadTask,
+            Self::NoSuchSlot { .. } => FailureCause::Rejected,
+            Self::SlotBusy { .. } => FailureCause::Busy,
             Self::Coordinator { .. } | Self::BadBlobStream(_) | Self::CorruptBlob { .. } => {
-                (true, "io")
+                FailureCause::Io
             }
-            Self::Bind { .. } | Self::Cache { .. } | Self::Serve { .. } => (true, "io"),
-            Self::Internal { .. } => (true, "internal"),
+            Self::Bind { .. } | Self::Cache { .. } | Self::Serve { .. } => FailureCause::Io,
+            Self::Internal { .. } => FailureCause::Internal,
         };
-        FoldFailure {
-            message: self.to_string(),
-            retryable,
-            cause: cause.to_string(),
-        }
+        FoldFailure::new(cause, self.to_string())
     }
 }
 
@@ -142,7 +139,7 @@ mod tests {
         );
         let failure = missing.to_failure();
         assert_eq!(
-            (failure.cause.as_str(), failure.retryable),
+            (failure.cause.as_str(), failure.retryable()),
             ("missing_blob", false)
         );
 

@@ -4,8 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use foldtrain_proto::propagation::inject_trace_context;
-use foldtrain_proto::{BlobHash, CHUNK_SIZE, pb};
+use foldtrain_proto::blob_chunks::ChunkReassembler;
+use foldtrain_proto::runtime::propagation::inject_trace_context;
+use foldtrain_proto::{BlobHash, pb};
 use tonic::Code;
 use tracing::{Instrument, Span, debug, info_span};
 
@@ -117,54 +118,33 @@ async fn download_batch(
         .map_err(|s| status_error(url, s))?
         .into_inner();
     let bad = |message: String| Fetch::Other(WorkerError::BadBlobStream(message));
-    let mut current: Option<(BlobHash, Vec<u8>)> = None;
+    let mut framing = ChunkReassembler::new();
+    let mut bytes = Vec::new();
     let mut received = HashSet::new();
     while let Some(chunk) = stream.message().await.map_err(|s| status_error(url, s))? {
-        let hash = BlobHash::from_slice(&chunk.hash).map_err(|e| bad(e.to_string()))?;
-        let Some(&name) = names.get(&hash) else {
-            return Err(bad(format!("got blob {hash}, which was not asked for")));
-        };
-        let mut bytes = match current.take() {
-            Some((open, bytes)) if open == hash => bytes,
-            Some((open, _)) => {
-                return Err(bad(format!(
-                    "blob {open} ended without a last chunk before blob {hash} began"
-                )));
-            }
-            None => Vec::new(),
-        };
-        if chunk.offset != bytes.len() as u64 {
+        let piece = framing.accept(chunk).map_err(|e| bad(e.to_string()))?;
+        let Some(&name) = names.get(&piece.hash) else {
             return Err(bad(format!(
-                "blob {hash}: chunk at offset {}, expected {}",
-                chunk.offset,
-                bytes.len()
+                "got blob {}, which was not asked for",
+                piece.hash
             )));
+        };
+        if piece.is_first() {
+            bytes.clear();
         }
-        if chunk.data.len() > CHUNK_SIZE {
-            return Err(bad(format!(
-                "blob {hash}: chunk of {} bytes exceeds {CHUNK_SIZE}",
-                chunk.data.len()
-            )));
-        }
-        bytes.extend_from_slice(&chunk.data);
-        if !chunk.last {
-            current = Some((hash, bytes));
+        bytes.extend_from_slice(&piece.data);
+        if !piece.last {
             continue;
         }
-        let store = cache.clone();
-        let name = name.to_string();
+        let (store, hash, name) = (cache.clone(), piece.hash, name.to_string());
+        let blob = std::mem::take(&mut bytes);
         // Hashing, writing and fsync happen off the async runtime.
-        tokio::task::spawn_blocking(move || store.store(hash, &name, &bytes))
+        tokio::task::spawn_blocking(move || store.store(hash, &name, &blob))
             .await
             .map_err(|e| internal("storing a blob", e))??;
         received.insert(hash);
     }
-    if let Some((open, bytes)) = current {
-        return Err(bad(format!(
-            "the stream ended inside blob {open} after {} bytes",
-            bytes.len()
-        )));
-    }
+    framing.finish().map_err(|e| bad(e.to_string()))?;
     if received.len() < names.len() {
         return Err(bad(format!(
             "got {} of the {} blobs asked for",

@@ -64,94 +64,95 @@ impl std::fmt::Debug for WorkerMetrics {
 impl WorkerMetrics {
     /// A registry for a worker serving `slots`; every slot shows from the start.
     pub fn new(slots: &[Slot]) -> Self {
+        let mut metrics = Self {
+            registry: Arc::default(),
+            images_per_second: Family::default(),
+            batch_duration: Family::new_with_constructor(batch_histogram),
+            train_loss: Family::default(),
+            val_loss: Family::default(),
+            epoch: Family::default(),
+            images_trained: Family::default(),
+            folds: Family::default(),
+            busy_slots: Gauge::default(),
+            gpu_used: Family::default(),
+            gpu_total: Family::default(),
+        };
         let mut registry = Registry::with_prefix("foldtrain_worker");
-        let images_per_second = Family::<SlotLabel, FloatGauge>::default();
+        metrics.register_training(&mut registry);
+        metrics.register_occupancy(&mut registry, slots.len());
+        metrics.registry = Arc::new(registry);
+        for slot in slots {
+            let label = SlotLabel { slot: slot.name() };
+            let _ = metrics.images_per_second.get_or_create(&label);
+            let _ = metrics.batch_duration.get_or_create(&label);
+            let _ = metrics.epoch.get_or_create(&label);
+            let _ = metrics.images_trained.get_or_create(&label);
+        }
+        metrics
+    }
+
+    /// The series fed by the attempts' fold events.
+    fn register_training(&self, registry: &mut Registry) {
         registry.register(
             "images_per_second",
             "Training throughput of the running epoch so far, per slot (0 when idle)",
-            images_per_second.clone(),
+            self.images_per_second.clone(),
         );
-        let batch_duration: Family<SlotLabel, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(batch_histogram);
         registry.register_with_unit(
             "batch_duration",
             "Wall time of one training batch (data, forward, backward, step), per slot",
             Unit::Seconds,
-            batch_duration.clone(),
+            self.batch_duration.clone(),
         );
-        let train_loss = Family::<SlotLabel, FloatGauge>::default();
         registry.register(
             "loss",
             "Training loss: mean of the current epoch so far, then of the finished epoch",
-            train_loss.clone(),
+            self.train_loss.clone(),
         );
-        let val_loss = Family::<SlotLabel, FloatGauge>::default();
         registry.register(
             "val_loss",
             "Validation loss of the last finished epoch",
-            val_loss.clone(),
+            self.val_loss.clone(),
         );
-        let epoch = Family::<SlotLabel, Gauge>::default();
         registry.register(
             "epoch",
             "Epoch the slot is training (1-based; 0 before the first)",
-            epoch.clone(),
+            self.epoch.clone(),
         );
-        let images_trained = Family::<SlotLabel, Counter>::default();
         registry.register(
             "images_trained",
             "Training images passed through the model",
-            images_trained.clone(),
+            self.images_trained.clone(),
         );
-        let folds = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "folds",
             "Fold attempts that ran to a verdict on this worker, by outcome (done, failed)",
-            folds.clone(),
+            self.folds.clone(),
         );
+    }
+
+    /// The slots and the GPU memory, set when scraped.
+    fn register_occupancy(&self, registry: &mut Registry, slots: usize) {
         let slot_count: Gauge = Gauge::default();
-        registry.register("slots", "Slots this worker serves", slot_count.clone());
-        let busy_slots = Gauge::default();
+        slot_count.set(slots as i64);
+        registry.register("slots", "Slots this worker serves", slot_count);
         registry.register(
             "busy_slots",
             "Slots training a fold right now",
-            busy_slots.clone(),
+            self.busy_slots.clone(),
         );
-        let gpu_used = Family::<DeviceLabel, Gauge>::default();
         registry.register_with_unit(
             "gpu_memory_used",
             "GPU memory in use on the device, all processes (from NVML)",
             Unit::Bytes,
-            gpu_used.clone(),
+            self.gpu_used.clone(),
         );
-        let gpu_total = Family::<DeviceLabel, Gauge>::default();
         registry.register_with_unit(
             "gpu_memory_total",
             "GPU memory installed on the device (from NVML)",
             Unit::Bytes,
-            gpu_total.clone(),
+            self.gpu_total.clone(),
         );
-        slot_count.set(slots.len() as i64);
-        for slot in slots {
-            let label = SlotLabel { slot: slot.name() };
-            let _ = images_per_second.get_or_create(&label);
-            let _ = batch_duration.get_or_create(&label);
-            let _ = epoch.get_or_create(&label);
-            let _ = images_trained.get_or_create(&label);
-        }
-        Self {
-            registry: Arc::new(registry),
-            images_per_second,
-            batch_duration,
-            train_loss,
-            val_loss,
-            epoch,
-            images_trained,
-            folds,
-            busy_slots,
-            gpu_used,
-            gpu_total,
-        }
     }
 
     /// The recorder for one attempt on `slot`, training `train_rows` images in batches of
@@ -184,7 +185,7 @@ impl WorkerMetrics {
             self.gpu_used.get_or_create(&label).set(m.used as i64);
             self.gpu_total.get_or_create(&label).set(m.total as i64);
         }
-        foldtrain_proto::metrics_http::encode_registry(&self.registry)
+        foldtrain_proto::runtime::metrics_http::encode_registry(&self.registry)
     }
 }
 

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use foldtrain_proto::metrics_http::{MetricsServer, Rendering, serve_metrics};
+use foldtrain_proto::runtime::metrics_http::{MetricsServer, Rendering, serve_metrics};
 
 use super::WorkerError;
 use super::gpu_memory::GpuMemory;
@@ -51,7 +51,7 @@ pub async fn serve_worker_metrics(
 mod tests {
     use std::time::Duration;
 
-    use foldtrain_proto::metrics_http::http_get;
+    use foldtrain_proto::runtime::test_util::http_get;
 
     use crate::device::Slot;
     use crate::server::{WorkerConfig, start};

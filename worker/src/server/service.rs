@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use foldtrain_proto::propagation::adopt_trace_context;
-use foldtrain_proto::telemetry::mark_span_failed;
+use foldtrain_proto::runtime::propagation::adopt_trace_context;
+use foldtrain_proto::runtime::telemetry::mark_span_failed;
 use foldtrain_proto::{BlobHash, FoldTask, ProtoError, pb};
 use futures::Stream;
 use tokio::sync::mpsc;

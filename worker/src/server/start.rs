@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use foldtrain_proto::auth::BearerAuth;
-use foldtrain_proto::metrics_http::MetricsServer;
 use foldtrain_proto::pb;
 use foldtrain_proto::pb::worker_server::WorkerServer;
+use foldtrain_proto::runtime::auth::BearerAuth;
+use foldtrain_proto::runtime::metrics_http::MetricsServer;
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
@@ -88,37 +89,80 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<WorkerHandle, WorkerError> {
     config.validate()?;
+    let cache = open_cache(&config).await?;
+    let (listener, addr) = bind(config.listen).await?;
+    let host = hostname();
+    let url = advertised_url(config.advertise.as_deref(), addr, &host);
+    if config.token.is_none() && !addr.ip().is_loopback() {
+        warn!(%addr, "listening beyond loopback without a token: anyone who reaches this port can make the worker train");
+    }
+    let shared = Arc::new(shared_state(&config, cache)?);
+    let registration = registration(&shared, &config, &url, host);
+    let service = worker_service(&config, &shared);
+    info!(
+        worker = %shared.worker_id,
+        %addr,
+        %url,
+        coordinator = %config.coordinator,
+        cache_dir = %config.cache_dir.display(),
+        slots = config.slots.len(),
+        "worker listening"
+    );
+    // The metrics endpoint stops when the gRPC server does, whichever way that happens.
+    let (stopped, stop_metrics) = oneshot::channel::<()>();
+    let metrics = start_metrics(&config, &shared, stop_metrics).await?;
+    let registering = tokio::spawn(stay_registered(shared.clone(), registration));
+    let serving = Serving {
+        listener,
+        addr,
+        shared: shared.clone(),
+        registering,
+        stopped,
+    };
+    let task = tokio::spawn(serving.run(service, shutdown));
+    Ok(WorkerHandle {
+        addr,
+        url,
+        shared,
+        task,
+        metrics,
+    })
+}
+
+async fn open_cache(config: &WorkerConfig) -> Result<BlobCache, WorkerError> {
     let cache_dir = config.cache_dir.clone();
-    let cache = tokio::task::spawn_blocking(move || BlobCache::open(cache_dir))
+    tokio::task::spawn_blocking(move || BlobCache::open(cache_dir))
         .await
         .map_err(|e| WorkerError::Internal {
             what: "opening the blob cache",
             message: e.to_string(),
-        })??;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| WorkerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| WorkerError::Bind {
-        addr: config.listen,
+        })?
+}
+
+/// The listener and the address it actually bound.
+async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), WorkerError> {
+    let bind_error = |source| WorkerError::Bind {
+        addr: listen,
         source,
-    })?;
-    let host = hostname();
-    let url = config.advertise.clone().unwrap_or_else(|| {
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
+}
+
+/// The URL the coordinator should call: the configured one, else the bound address.
+fn advertised_url(advertise: Option<&str>, addr: SocketAddr, host: &str) -> String {
+    match advertise {
+        Some(url) => url.to_owned(),
         // An unspecified address (0.0.0.0) means nothing to the coordinator.
-        if addr.ip().is_unspecified() {
-            format!("http://{host}:{}", addr.port())
-        } else {
-            format!("http://{addr}")
-        }
-    });
-    if config.token.is_none() && !addr.ip().is_loopback() {
-        warn!(%addr, "listening beyond loopback without a token: anyone who reaches this port can make the worker train");
+        None if addr.ip().is_unspecified() => format!("http://{host}:{}", addr.port()),
+        None => format!("http://{addr}"),
     }
+}
+
+fn shared_state(config: &WorkerConfig, cache: BlobCache) -> Result<Shared, WorkerError> {
     let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
-    let shared = Arc::new(Shared {
+    Ok(Shared {
         client: coordinator_client(
             &config.coordinator,
             config.token.as_deref(),
@@ -131,10 +175,19 @@ pub async fn start(
         stopping: Arc::new(AtomicBool::new(false)),
         metrics: WorkerMetrics::new(&config.slots),
         worker_id,
-    });
-    let registration = pb::RegisterWorkerRequest {
+    })
+}
+
+/// What this worker tells the coordinator about itself.
+fn registration(
+    shared: &Shared,
+    config: &WorkerConfig,
+    url: &str,
+    hostname: String,
+) -> pb::RegisterWorkerRequest {
+    pb::RegisterWorkerRequest {
         worker_id: shared.worker_id.clone(),
-        address: url.clone(),
+        address: url.to_owned(),
         slots: config
             .slots
             .iter()
@@ -143,57 +196,70 @@ pub async fn start(
                 device_name: s.name(),
             })
             .collect(),
-        hostname: host,
-    };
+        hostname,
+    }
+}
+
+type GrpcService = InterceptedService<WorkerServer<WorkerService>, BearerAuth>;
+
+/// The `Worker` gRPC service behind the bearer-token check.
+fn worker_service(config: &WorkerConfig, shared: &Arc<Shared>) -> GrpcService {
     let service = WorkerServer::new(WorkerService::new(shared.clone()))
         .max_decoding_message_size(config.max_message_size)
         .max_encoding_message_size(config.max_message_size);
-    let service = InterceptedService::new(service, BearerAuth::new(config.token.as_deref()));
-    info!(
-        worker = %shared.worker_id,
-        %addr,
-        %url,
-        coordinator = %config.coordinator,
-        cache_dir = %config.cache_dir.display(),
-        slots = config.slots.len(),
-        "worker listening"
-    );
-    // The metrics endpoint stops when the gRPC server does, whichever way that happens.
-    let (stopped, stop_metrics) = oneshot::channel::<()>();
-    let metrics = match config.metrics_listen {
-        Some(metrics_addr) => {
-            let shutdown = async move {
-                let _ = stop_metrics.await;
-            };
-            Some(serve_worker_metrics(metrics_addr, shared.clone(), &config.slots, shutdown).await?)
-        }
-        None => None,
+    InterceptedService::new(service, BearerAuth::new(config.token.as_deref()))
+}
+
+/// Serves `/metrics` when `metrics_listen` is set, until `stop` resolves.
+async fn start_metrics(
+    config: &WorkerConfig,
+    shared: &Arc<Shared>,
+    stop: oneshot::Receiver<()>,
+) -> Result<Option<MetricsServer>, WorkerError> {
+    let Some(metrics_addr) = config.metrics_listen else {
+        return Ok(None);
     };
-    let registering = tokio::spawn(stay_registered(shared.clone(), registration));
-    let stopping = shared.clone();
-    let task = tokio::spawn(async move {
+    let shutdown = async move {
+        let _ = stop.await;
+    };
+    let server = serve_worker_metrics(metrics_addr, shared.clone(), &config.slots, shutdown);
+    Ok(Some(server.await?))
+}
+
+/// The gRPC server's task and what it stops when it ends.
+struct Serving {
+    listener: TcpListener,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    registering: JoinHandle<()>,
+    /// Dropped when serving ends, which stops the metrics endpoint.
+    stopped: oneshot::Sender<()>,
+}
+
+impl Serving {
+    /// Serves until `shutdown` resolves; then running attempts are stopped and
+    /// registration ends.
+    async fn run(
+        self,
+        service: GrpcService,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), WorkerError> {
+        let stopping = self.shared.clone();
         let result = Server::builder()
             .initial_stream_window_size(Some(foldtrain_proto::STREAM_WINDOW))
             .initial_connection_window_size(Some(foldtrain_proto::CONNECTION_WINDOW))
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+            .serve_with_incoming_shutdown(TcpIncoming::from(self.listener), async move {
                 shutdown.await;
                 info!("worker shutting down");
                 stopping.begin_stop();
             })
             .await;
-        registering.abort();
-        drop(stopped);
+        self.registering.abort();
+        drop(self.stopped);
         result.map_err(|e| WorkerError::Serve {
-            addr,
+            addr: self.addr,
             message: e.to_string(),
         })
-    });
-    Ok(WorkerHandle {
-        addr,
-        url,
-        shared,
-        task,
-        metrics,
-    })
+    }
 }

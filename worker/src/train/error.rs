@@ -1,6 +1,7 @@
 //! Why a fold failed, classified where the error is born: retryable or not, and a short
 //! machine-readable cause that travels on the wire.
 
+use foldtrain_proto::FailureCause;
 use foldtrain_proto::task::FoldFailure;
 
 use super::checkpoint::CheckpointError;
@@ -42,48 +43,35 @@ pub enum TrainError {
 }
 
 impl TrainError {
-    /// Whether running the fold again (elsewhere) may succeed.
-    pub fn retryable(&self) -> bool {
+    /// Why, as the wire's typed cause. Whether a retry may succeed is the cause's rule
+    /// (`FailureCause::is_retryable`).
+    pub fn cause(&self) -> FailureCause {
         match self {
-            TrainError::Cancelled { .. }
-            | TrainError::NanLoss { .. }
-            | TrainError::Model(_)
-            | TrainError::Checkpoint(_)
-            | TrainError::Config(_) => false,
-            TrainError::Data(e) => e.retryable(),
-            TrainError::Device(_)
-            | TrainError::Torch(_)
-            | TrainError::Panic(_)
-            | TrainError::SinkClosed(_) => true,
+            TrainError::Cancelled { .. } => FailureCause::Cancelled,
+            TrainError::NanLoss { .. } => FailureCause::NanLoss,
+            TrainError::Data(DataError::Decode { .. } | DataError::InvalidName { .. }) => {
+                FailureCause::BadImage
+            }
+            TrainError::Data(DataError::InvalidOption { .. }) => FailureCause::BadConfig,
+            TrainError::Data(e) if e.retryable() => FailureCause::Io,
+            TrainError::Data(_) => FailureCause::Data,
+            TrainError::Model(_) => FailureCause::BadModel,
+            TrainError::Checkpoint(_) => FailureCause::BadCheckpoint,
+            TrainError::Config(_) => FailureCause::BadConfig,
+            TrainError::Device(_) => FailureCause::Device,
+            TrainError::Torch(_) | TrainError::Panic(_) => FailureCause::Torch,
+            TrainError::SinkClosed(_) => FailureCause::SinkClosed,
         }
     }
 
-    pub fn cause(&self) -> &'static str {
-        match self {
-            TrainError::Cancelled { .. } => "cancelled",
-            TrainError::NanLoss { .. } => "nan_loss",
-            TrainError::Data(DataError::Decode { .. } | DataError::InvalidName { .. }) => {
-                "bad_image"
-            }
-            TrainError::Data(DataError::InvalidOption { .. }) => "bad_config",
-            TrainError::Data(e) if e.retryable() => "io",
-            TrainError::Data(_) => "data",
-            TrainError::Model(_) => "bad_model",
-            TrainError::Checkpoint(_) => "bad_checkpoint",
-            TrainError::Config(_) => "bad_config",
-            TrainError::Device(_) => "device",
-            TrainError::Torch(_) | TrainError::Panic(_) => "torch",
-            TrainError::SinkClosed(_) => "sink_closed",
-        }
+    /// Whether running the fold again (elsewhere) may succeed.
+    pub fn retryable(&self) -> bool {
+        self.cause().is_retryable()
     }
 
     /// The wire form of this error.
     pub fn to_failure(&self) -> FoldFailure {
-        FoldFailure {
-            message: self.to_string(),
-            retryable: self.retryable(),
-            cause: self.cause().to_string(),
-        }
+        FoldFailure::new(self.cause(), self.to_string())
     }
 }
 
@@ -101,7 +89,7 @@ mod tests {
             value: f64::NAN,
         };
         let f = nan.to_failure();
-        assert_eq!((f.cause.as_str(), f.retryable), ("nan_loss", false));
+        assert_eq!((f.cause.as_str(), f.retryable()), ("nan_loss", false));
         assert!(
             f.message.contains("fold 1, epoch 2, train batch 3"),
             "{}",
@@ -112,18 +100,21 @@ mod tests {
             name: "x.jpg".into(),
             reason: "truncated".into(),
         });
-        assert_eq!((bad.cause(), bad.retryable()), ("bad_image", false));
+        assert_eq!(
+            (bad.cause().as_str(), bad.retryable()),
+            ("bad_image", false)
+        );
         assert!(bad.to_string().contains("x.jpg"));
 
         let io = TrainError::from(DataError::Fetch {
             name: "y.jpg".into(),
             reason: "timed out".into(),
         });
-        assert_eq!((io.cause(), io.retryable()), ("io", true));
+        assert_eq!((io.cause().as_str(), io.retryable()), ("io", true));
 
         let cancelled = TrainError::Cancelled { fold: 0 };
         assert_eq!(
-            (cancelled.cause(), cancelled.retryable()),
+            (cancelled.cause().as_str(), cancelled.retryable()),
             ("cancelled", false)
         );
     }

@@ -3,6 +3,7 @@
 //! every prediction of the epoch, never averaged per batch.
 
 use foldtrain_proto::metrics::ConfusionMatrix;
+use tch::{Device, TchError, Tensor};
 
 #[derive(Debug, Clone, Default)]
 pub struct EpochMeter {
@@ -31,6 +32,20 @@ impl EpochMeter {
         self.y_pred.extend_from_slice(predicted);
     }
 
+    /// Adds one batch from its mean loss, its labels as the batch carries them and the
+    /// model's logits; each row's predicted class is its argmax.
+    pub fn add_logits(
+        &mut self,
+        mean_loss: f64,
+        labels: &[i64],
+        logits: &Tensor,
+    ) -> Result<(), TchError> {
+        let predicted = argmax(logits)?;
+        let truth: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+        self.add_batch(mean_loss, &truth, &predicted);
+        Ok(())
+    }
+
     pub fn rows(&self) -> u64 {
         self.rows
     }
@@ -55,6 +70,15 @@ impl EpochMeter {
     }
 }
 
+/// Row-wise argmax as class indices.
+fn argmax(logits: &Tensor) -> Result<Vec<u32>, TchError> {
+    let idx = logits.argmax(-1, false).to_device(Device::Cpu);
+    Ok(Vec::<i64>::try_from(&idx)?
+        .into_iter()
+        .map(|i| i as u32)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +96,15 @@ mod tests {
         // (Averaging the two batches' macro-F1 would give a different number.)
         assert!((r.f1 - 7.0 / 9.0).abs() < 1e-12, "{}", r.f1);
         assert_eq!(r.rows, 4);
+    }
+
+    #[test]
+    fn logits_count_by_their_argmax() {
+        let mut m = EpochMeter::default();
+        let logits = Tensor::from_slice(&[0.1f32, 2.0, -1.0, 3.0, 0.0, 0.5]).view([2, 3]);
+        m.add_logits(0.5, &[1, 2], &logits).unwrap();
+        let r = m.finish(3);
+        assert_eq!((r.rows, r.accuracy), (2, 0.5));
+        assert!((r.loss - 0.5).abs() < 1e-12);
     }
 }

@@ -33,16 +33,60 @@ impl Default for RunOptions {
     }
 }
 
-/// Runs [`run_fold`] on a dedicated OS thread named after the fold. Training never runs on
-/// an async runtime: the thread owns the model and optimizer and blocks on the sink.
+/// Runs [`run_fold`] on a dedicated OS thread named after the fold, within the caller's
+/// current span. Training never runs on an async runtime: the thread owns the model and
+/// optimizer and blocks on the sink.
 pub fn spawn_fold(
     task: FoldTask,
     source: Arc<dyn BlobSource>,
-    mut sink: Box<dyn EventSink>,
+    mut sink: impl EventSink + 'static,
     cancel: Arc<AtomicBool>,
     options: RunOptions,
 ) -> std::io::Result<JoinHandle<Result<FoldSummary, TrainError>>> {
+    // Spans do not follow a thread by themselves: carry the caller's in, so the training
+    // logs join its trace.
+    let span = tracing::Span::current();
     std::thread::Builder::new()
-        .name(format!("fold-{}", task.fold.0))
-        .spawn(move || run_fold(&task, source, sink.as_mut(), &cancel, options))
+        .name(format!("fold-{}", task.fold))
+        .spawn(move || span.in_scope(|| run_fold(&task, source, &mut sink, &cancel, options)))
+}
+
+#[cfg(test)]
+mod tests {
+    use foldtrain_proto::FoldEvent;
+
+    use super::*;
+    use crate::train::sink::SinkClosed;
+    use crate::train::test_fold::{shared, tiny_fold};
+
+    /// Records the name of the thread each event is sent from.
+    struct ThreadNames(std::sync::mpsc::Sender<(Option<String>, FoldEvent)>);
+
+    impl EventSink for ThreadNames {
+        fn send(&mut self, event: FoldEvent) -> Result<(), SinkClosed> {
+            let name = std::thread::current().name().map(str::to_owned);
+            self.0.send((name, event)).map_err(|_| SinkClosed)
+        }
+    }
+
+    #[test]
+    fn the_fold_runs_on_its_own_named_thread() {
+        let (mut task, source) = tiny_fold(4, 2, 1, 1);
+        task.fold = foldtrain_proto::FoldIndex(3);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cancel = Arc::new(AtomicBool::new(true));
+        let thread = spawn_fold(
+            task,
+            shared(source),
+            ThreadNames(tx),
+            cancel,
+            RunOptions::default(),
+        )
+        .unwrap();
+        let err = thread.join().unwrap().unwrap_err();
+        assert!(matches!(err, TrainError::Cancelled { fold: 3 }), "{err}");
+        let (name, event) = rx.recv().unwrap();
+        assert_eq!(name.as_deref(), Some("fold-3"));
+        assert!(matches!(event, FoldEvent::Failed(_)), "{event:?}");
+    }
 }

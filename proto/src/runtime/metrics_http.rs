@@ -1,24 +1,19 @@
 //! The `/metrics` endpoint both binaries serve (`--metrics-listen`): OpenMetrics text,
-//! which Prometheus scrapes natively, over a minimal HTTP/1.1 server that stops with
-//! the binary.
+//! which Prometheus scrapes natively, served with axum until the binary stops.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// The flag both binaries take; errors name it so the user knows what to change.
 pub const FLAG: &str = "--metrics-listen";
@@ -27,10 +22,6 @@ pub const FLAG: &str = "--metrics-listen";
 /// encodes (Prometheus has accepted it natively since 2.5).
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// A slow or idle client cannot hold a connection open for longer than this between
-/// requests.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One scrape's text, or why it could not be produced.
 pub type Rendering = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
@@ -114,7 +105,12 @@ pub async fn serve_metrics(
         .local_addr()
         .map_err(|source| bind_error(addr, source))?;
     info!(addr = %bound, "metrics on {}", metrics_url(bound));
-    let task = tokio::spawn(accept_loop(listener, source, shutdown));
+    let server = axum::serve(listener, metrics_router(source)).with_graceful_shutdown(shutdown);
+    let task = tokio::spawn(async move {
+        if let Err(e) = server.await {
+            warn!(error = %e, "the metrics endpoint stopped with an error");
+        }
+    });
     Ok(MetricsServer { addr: bound, task })
 }
 
@@ -126,110 +122,38 @@ fn bind_error(addr: SocketAddr, source: std::io::Error) -> MetricsHttpError {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    source: Arc<dyn MetricsSource>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "accepting a metrics connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let source = source.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let source = source.clone();
-                async move { Ok::<_, Infallible>(respond(request, source.as_ref()).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = result {
-                debug!(%peer, error = %e, "metrics connection ended with an error");
-            }
-        });
-    }
-    let _ = stop_tx.send(true);
+/// `GET /metrics` (and `HEAD`, which axum answers from the GET handler without a body)
+/// renders; other methods there get 405 with `Allow`, any other path 404.
+fn metrics_router(source: Arc<dyn MetricsSource>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape).fallback(method_not_allowed))
+        .fallback(not_found)
+        .with_state(source)
 }
 
-/// Resolves once the endpoint is stopping (or its stop signal is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopped| *stopped).await;
-}
-
-/// Routes one request: `GET /metrics` (and `HEAD`) renders, anything else is refused.
-async fn respond(request: Request<Incoming>, source: &dyn MetricsSource) -> Response<Full<Bytes>> {
-    if request.uri().path() != "/metrics" {
-        return plain(
-            StatusCode::NOT_FOUND,
-            "not found; metrics are at /metrics\n",
-        );
-    }
-    let head = request.method() == Method::HEAD;
-    if request.method() != Method::GET && !head {
-        let mut response = plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET is allowed on /metrics\n",
-        );
-        response
-            .headers_mut()
-            .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
-        return response;
-    }
+async fn scrape(State(source): State<Arc<dyn MetricsSource>>) -> Response {
     match source.render().await {
-        Ok(text) => {
-            let body = if head {
-                Bytes::new()
-            } else {
-                Bytes::from(text)
-            };
-            let mut response = Response::new(Full::new(body));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE),
-            );
-            response
-        }
+        Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response(),
         Err(message) => {
             warn!(error = %message, "rendering metrics failed");
-            plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("rendering metrics failed: {message}\n"),
-            )
+            let text = format!("rendering metrics failed: {message}\n");
+            (StatusCode::INTERNAL_SERVER_ERROR, text).into_response()
         }
     }
 }
 
-fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(text.to_owned())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+async fn not_found() -> (StatusCode, &'static str) {
+    (
+        StatusCode::NOT_FOUND,
+        "not found; metrics are at /metrics\n",
+    )
+}
+
+async fn method_not_allowed() -> (StatusCode, &'static str) {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        "only GET is allowed on /metrics\n",
+    )
 }
 
 /// Encodes a `prometheus-client` registry as one complete OpenMetrics exposition.
@@ -240,34 +164,12 @@ pub fn encode_registry(registry: &prometheus_client::registry::Registry) -> Resu
     Ok(text)
 }
 
-/// A blocking HTTP/1.1 `GET` over a plain TCP stream, returning (status, headers, body):
-/// what the tests use to scrape, without pulling an HTTP client into the tree.
-pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned());
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers in the response"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| bad("no status code in the response"))?;
-    Ok((status, head.to_owned(), body.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::runtime::test_util::{http_get, http_request};
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::registry::Registry;
 
@@ -338,6 +240,40 @@ mod tests {
             std::net::TcpStream::connect(addr).is_err(),
             "nothing listens after shutdown"
         );
+    }
+
+    #[tokio::test]
+    async fn only_get_and_head_are_allowed_on_metrics() {
+        let (_, source) = counter_source();
+        let server = serve_metrics(
+            "127.0.0.1:0".parse().unwrap(),
+            source,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        let request = |method: &'static str, path: &'static str| {
+            tokio::task::spawn_blocking(move || http_request(addr, method, path).unwrap())
+        };
+        let (status, head, body) = request("POST", "/metrics").await.unwrap();
+        assert_eq!(status, 405, "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("allow: get,head"),
+            "{head}"
+        );
+        assert!(body.contains("only GET"), "{body}");
+        let (status, _, _) = request("DELETE", "/").await.unwrap();
+        assert_eq!(status, 404);
+
+        let (status, head, body) = request("HEAD", "/metrics").await.unwrap();
+        assert_eq!(status, 200, "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/openmetrics-text"),
+            "{head}"
+        );
+        assert!(body.is_empty(), "{body}");
     }
 
     #[tokio::test]

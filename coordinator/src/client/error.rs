@@ -8,7 +8,7 @@ use foldtrain_proto::JobId;
 /// The hint every "cannot reach the coordinator" message ends with.
 const SERVE_HINT: &str = "is `foldtrain serve` running?";
 
-/// Everything the client side of the CLI (submit, watch, status, results) can fail with.
+/// Everything talking to a coordinator (submit, watch, status, results) can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("invalid coordinator URL {url:?}: {why}")]

@@ -3,15 +3,15 @@
 
 use std::collections::HashSet;
 
-use foldtrain_proto::{BlobHash, CHUNK_SIZE, ImageRef, JobConfig, JobId, pb};
-use indicatif::{ProgressBar, ProgressStyle};
+use foldtrain_proto::blob_chunks::ChunkCutter;
+use foldtrain_proto::{BlobHash, ImageRef, JobConfig, JobId, pb};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::client::Client;
-use super::client_error::ClientError;
-use super::draw::Draw;
+use super::connection::Client;
+use super::error::ClientError;
+use super::progress::UploadProgress;
 use crate::dataset::{Dataset, Entry};
 
 /// Hashes per MissingBlobs request: about 600 KB, far below any message limit.
@@ -30,6 +30,13 @@ pub struct SubmitOutcome {
     pub bytes_uploaded: u64,
 }
 
+/// What an upload sent: the images the coordinator lacked, and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uploaded {
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
 /// Uploads the images the coordinator lacks and submits the job.
 ///
 /// A group column the data set was read with becomes the split's group column when
@@ -40,26 +47,16 @@ pub async fn submit_dataset(
     dataset: &Dataset,
     mut config: JobConfig,
     name: &str,
-    draw: Draw,
+    progress: &dyn UploadProgress,
 ) -> Result<SubmitOutcome, ClientError> {
-    match (&config.split.group_column, &dataset.group_column) {
-        (None, Some(column)) => config.split.group_column = Some(column.clone()),
-        (Some(wanted), read) if read.as_ref() != Some(wanted) => {
-            return Err(ClientError::Invalid(format!(
-                "the config groups by split.group_column = {wanted:?} but the data set was read \
-                 without it; pass --group-column {wanted}"
-            )));
-        }
-        _ => {}
-    }
+    adopt_group_column(&mut config, dataset)?;
     if let Some(w) = dataset.classes.windows(2).find(|w| w[0] >= w[1]) {
         return Err(ClientError::Invalid(format!(
             "class names must be distinct and sorted: {:?} comes before {:?}",
             w[0], w[1]
         )));
     }
-    let missing = missing_entries(client, dataset).await?;
-    let (blobs_uploaded, bytes_uploaded) = upload(client, &missing, draw).await?;
+    let uploaded = upload_dataset(client, dataset, progress).await?;
     let request = pb::SubmitJobRequest {
         config: Some(pb::JobConfig {
             toml: config.to_toml(),
@@ -78,13 +75,38 @@ pub async fn submit_dataset(
         .job_id;
     Ok(SubmitOutcome {
         job_id: JobId::new(job_id),
-        blobs_uploaded,
-        bytes_uploaded,
+        blobs_uploaded: uploaded.blobs,
+        bytes_uploaded: uploaded.bytes,
     })
+}
+
+/// Checks the configuration's group column against the one the data set was read with.
+fn adopt_group_column(config: &mut JobConfig, dataset: &Dataset) -> Result<(), ClientError> {
+    match (&config.split.group_column, &dataset.group_column) {
+        (None, Some(column)) => config.split.group_column = Some(column.clone()),
+        (Some(wanted), read) if read.as_ref() != Some(wanted) => {
+            return Err(ClientError::Invalid(format!(
+                "the config groups by split.group_column = {wanted:?} but the data set was read \
+                 without it; pass --group-column {wanted}"
+            )));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn wire_ref(entry: &Entry) -> pb::ImageRef {
     pb::ImageRef::from(&ImageRef::from(entry))
+}
+
+/// Uploads the images of `dataset` the coordinator does not hold yet.
+pub async fn upload_dataset(
+    client: &Client,
+    dataset: &Dataset,
+    progress: &dyn UploadProgress,
+) -> Result<Uploaded, ClientError> {
+    let missing = missing_entries(client, dataset).await?;
+    upload(client, &missing, progress).await
 }
 
 /// One entry per distinct image the coordinator does not hold yet, in data set order.
@@ -123,55 +145,44 @@ async fn missing_entries<'a>(
         .collect())
 }
 
-/// Streams `entries` in bounded batches; returns (blobs, bytes) the coordinator stored.
+/// Streams `entries` in bounded batches; returns what the coordinator stored.
 async fn upload(
     client: &Client,
     entries: &[&Entry],
-    draw: Draw,
-) -> Result<(u64, u64), ClientError> {
+    progress: &dyn UploadProgress,
+) -> Result<Uploaded, ClientError> {
     if entries.is_empty() {
-        return Ok((0, 0));
+        return Ok(Uploaded::default());
     }
-    let total_bytes: u64 = entries.iter().map(|e| e.size).sum();
-    let bar = ProgressBar::with_draw_target(Some(total_bytes), draw.target());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
-        )
-        .expect("the template is valid"),
-    );
-    let files = Progress {
-        bar: bar.clone(),
-        total: entries.len(),
-    };
-    let (mut blobs, mut bytes, mut done) = (0u64, 0u64, 0usize);
+    progress.start(entries.len(), entries.iter().map(|e| e.size).sum());
+    let (mut stored, mut done) = (Uploaded::default(), 0usize);
     for batch in batches(entries) {
         let (tx, rx) = mpsc::channel(4);
-        let paths: Vec<(std::path::PathBuf, BlobHash)> =
-            batch.iter().map(|e| (e.path.clone(), e.hash)).collect();
-        let progress = files.clone();
-        let producer = tokio::spawn(send_files(paths, tx, progress, done));
-        let response = client.rpc().upload_blobs(ReceiverStream::new(rx)).await;
+        let mut rpc = client.rpc();
+        // Files are read while the call streams them out.
+        let (response, sent) = tokio::join!(
+            rpc.upload_blobs(ReceiverStream::new(rx)),
+            send_files(batch, tx, progress, done),
+        );
         // A local read error explains a failed upload better than the server's view
         // of a stream that ended early.
-        producer
-            .await
-            .map_err(|e| ClientError::Invalid(format!("the upload task failed: {e}")))??;
+        sent?;
         let response = response
             .map_err(|s| client.error("upload blobs", None, s))?
             .into_inner();
-        blobs += response.blobs;
-        bytes += response.bytes;
+        stored.blobs += response.blobs;
+        stored.bytes += response.bytes;
         done += batch.len();
     }
-    bar.finish_and_clear();
-    if blobs != entries.len() as u64 {
+    progress.finish();
+    if stored.blobs != entries.len() as u64 {
         return Err(ClientError::Invalid(format!(
-            "the coordinator stored {blobs} of the {} images sent",
+            "the coordinator stored {} of the {} images sent",
+            stored.blobs,
             entries.len()
         )));
     }
-    Ok((blobs, bytes))
+    Ok(stored)
 }
 
 /// Consecutive runs of entries of at most [`UPLOAD_BATCH_BYTES`] (at least one each).
@@ -189,64 +200,54 @@ fn batches<'a, 'b>(entries: &'b [&'a Entry]) -> Vec<&'b [&'a Entry]> {
     out
 }
 
-#[derive(Clone)]
-struct Progress {
-    bar: ProgressBar,
-    total: usize,
-}
-
-impl Progress {
-    fn files_done(&self, n: usize) {
-        self.bar
-            .set_message(format!("uploading {n}/{} images", self.total));
-    }
-}
-
-/// Reads each file in chunks and sends them, hashing as it goes so a file that changed
-/// since it was hashed is caught here, with its path, before its last chunk is sent.
-/// Stops quietly when the receiver is gone (the RPC failed; its error is reported).
+/// Sends every file of `entries`; stops quietly when the receiver is gone (the RPC
+/// failed, and its error is reported).
 async fn send_files(
-    files: Vec<(std::path::PathBuf, BlobHash)>,
+    entries: &[&Entry],
     tx: mpsc::Sender<pb::BlobChunk>,
-    progress: Progress,
+    progress: &dyn UploadProgress,
     done_before: usize,
 ) -> Result<(), ClientError> {
-    for (n, (path, hash)) in files.into_iter().enumerate() {
-        progress.files_done(done_before + n);
-        let io = |e| ClientError::io(format!("reading {}", path.display()), e);
-        let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
-        let size = file.metadata().await.map_err(io)?.len();
-        let mut hasher = blake3::Hasher::new();
-        let mut offset = 0u64;
-        loop {
-            let len = (size - offset).min(CHUNK_SIZE as u64) as usize;
-            let mut data = vec![0u8; len];
-            file.read_exact(&mut data).await.map_err(io)?;
-            hasher.update(&data);
-            let last = offset + len as u64 == size;
-            if last && BlobHash::from(hasher.finalize()) != hash {
-                return Err(ClientError::ChangedFile {
-                    path,
-                    expected: hash.to_hex(),
-                });
-            }
-            let chunk = pb::BlobChunk {
-                hash: hash.0.to_vec(),
-                offset,
-                data,
-                last,
-            };
-            if tx.send(chunk).await.is_err() {
-                return Ok(());
-            }
-            progress.bar.inc(len as u64);
-            offset += len as u64;
-            if last {
-                break;
-            }
+    for (n, entry) in entries.iter().enumerate() {
+        progress.image(done_before + n);
+        if !send_file(entry, &tx, progress).await? {
+            break;
         }
     }
     Ok(())
+}
+
+/// Reads one file in chunks and sends them, hashing as it goes so a file that changed
+/// since it was hashed is caught here, with its path, before its last chunk is sent.
+/// Returns false when the receiver is gone.
+async fn send_file(
+    entry: &Entry,
+    tx: &mpsc::Sender<pb::BlobChunk>,
+    progress: &dyn UploadProgress,
+) -> Result<bool, ClientError> {
+    let path = &entry.path;
+    let io = |e| ClientError::io(format!("reading {}", path.display()), e);
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let size = file.metadata().await.map_err(io)?.len();
+    let mut cutter = ChunkCutter::new(entry.hash, size);
+    let mut hasher = blake3::Hasher::new();
+    while let Some(len) = cutter.next_len() {
+        let mut data = vec![0u8; len];
+        file.read_exact(&mut data).await.map_err(io)?;
+        hasher.update(&data);
+        let chunk = cutter.cut(data);
+        if chunk.last && BlobHash::from(hasher.finalize()) != entry.hash {
+            return Err(ClientError::ChangedFile {
+                path: path.clone(),
+                expected: entry.hash.to_hex(),
+            });
+        }
+        if tx.send(chunk).await.is_err() {
+            return Ok(false);
+        }
+        progress.sent(len as u64);
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -1,48 +1,22 @@
-//! A connection to a coordinator: the `--coordinator` and `--token-file` flags, the
-//! bearer-token interceptor, explicit message limits, and status-to-message mapping.
+//! A connection to a coordinator: the bearer-token interceptor, explicit message limits,
+//! keepalives, and errors that name the coordinator's URL.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
-use clap::Args;
-pub use foldtrain_proto::auth::BearerToken;
-use foldtrain_proto::auth::read_token_file;
 use foldtrain_proto::pb::coordinator_client::CoordinatorClient;
+use foldtrain_proto::runtime::auth::{BearerToken, read_token_file};
 use foldtrain_proto::{JobId, MAX_MESSAGE_SIZE, pb};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use super::client_error::{ClientError, error_chain};
+use super::error::{ClientError, error_chain};
 
 /// Where the coordinator is when no flag or environment variable says.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:50051";
 
 /// How long connecting may take before the coordinator counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The flags every command that talks to a coordinator shares.
-#[derive(Debug, Clone, Args)]
-pub struct ClientArgs {
-    /// URL of the coordinator (`foldtrain serve`).
-    #[arg(long, env = "FOLDTRAIN_COORDINATOR", default_value = DEFAULT_COORDINATOR, help_heading = "Coordinator")]
-    pub coordinator: String,
-    /// File holding the bearer token the coordinator expects (its first line).
-    #[arg(long, env = "FOLDTRAIN_TOKEN_FILE", help_heading = "Coordinator")]
-    pub token_file: Option<PathBuf>,
-}
-
-impl ClientArgs {
-    /// Reads the token file, if any, and connects.
-    pub async fn connect(&self) -> Result<Client, ClientError> {
-        let token = match &self.token_file {
-            Some(path) => {
-                Some(read_token_file(path).map_err(|e| ClientError::Token(e.to_string()))?)
-            }
-            None => None,
-        };
-        Client::connect(&self.coordinator, token.as_deref()).await
-    }
-}
 
 /// The generated client with the token interceptor.
 pub type RpcClient = CoordinatorClient<InterceptedService<Channel, BearerToken>>;
@@ -94,11 +68,23 @@ impl Client {
         })
     }
 
+    /// Reads the token from `token_file` (its first line), if any, and connects.
+    pub async fn connect_with_token_file(
+        url: &str,
+        token_file: Option<&Path>,
+    ) -> Result<Self, ClientError> {
+        let token = token_file
+            .map(read_token_file)
+            .transpose()
+            .map_err(|e| ClientError::Token(e.to_string()))?;
+        Self::connect(url, token.as_deref()).await
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// The raw generated client, for streaming calls.
+    /// The raw generated client, for calls this library does not wrap.
     pub fn rpc(&self) -> RpcClient {
         self.rpc.clone()
     }
@@ -112,46 +98,10 @@ impl Client {
     ) -> ClientError {
         ClientError::from_status(&self.url, action, job, status)
     }
-
-    /// The full status of one job.
-    pub async fn job(&self, job: &JobId) -> Result<pb::JobStatus, ClientError> {
-        self.rpc()
-            .get_job(get(job))
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| self.error("get job", Some(job), s))
-    }
-
-    /// Every job, without fold details, oldest first as the coordinator lists them.
-    pub async fn jobs(&self) -> Result<Vec<pb::JobStatus>, ClientError> {
-        self.rpc()
-            .list_jobs(pb::ListJobsRequest {})
-            .await
-            .map(|r| r.into_inner().jobs)
-            .map_err(|s| self.error("list jobs", None, s))
-    }
-
-    /// Cancels a job; its status afterwards.
-    pub async fn cancel(&self, job: &JobId) -> Result<pb::JobStatus, ClientError> {
-        self.rpc()
-            .cancel_job(get(job))
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| self.error("cancel job", Some(job), s))
-    }
-
-    /// Every worker the coordinator knows, alive or not.
-    pub async fn workers(&self) -> Result<Vec<pb::WorkerStatus>, ClientError> {
-        self.rpc()
-            .list_workers(pb::ListWorkersRequest {})
-            .await
-            .map(|r| r.into_inner().workers)
-            .map_err(|s| self.error("list workers", None, s))
-    }
 }
 
 /// The request naming one job.
-pub fn get(job: &JobId) -> pb::GetJobRequest {
+pub(super) fn job_request(job: &JobId) -> pb::GetJobRequest {
     pb::GetJobRequest {
         job_id: job.to_string(),
     }
@@ -159,30 +109,7 @@ pub fn get(job: &JobId) -> pb::GetJobRequest {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-    use tonic::service::Interceptor;
-
     use super::*;
-
-    #[derive(Parser)]
-    struct Harness {
-        #[command(flatten)]
-        client: ClientArgs,
-    }
-
-    #[test]
-    fn flags_and_token_header() {
-        let h = Harness::try_parse_from(["x", "--coordinator", "http://h:1"]).unwrap();
-        assert_eq!(h.client.coordinator, "http://h:1");
-        let mut t = BearerToken::new(Some("s3cret")).unwrap();
-        let r = t.call(tonic::Request::new(())).unwrap();
-        assert_eq!(r.metadata().get("authorization").unwrap(), "Bearer s3cret");
-        let r = BearerToken::default()
-            .call(tonic::Request::new(()))
-            .unwrap();
-        assert!(r.metadata().get("authorization").is_none());
-        assert!(BearerToken::new(Some("bad\ntoken")).is_err());
-    }
 
     #[tokio::test]
     async fn bad_and_unreachable_urls_are_named() {

@@ -1,8 +1,11 @@
 //! Bearer-token authentication shared by both servers and every client: the server-side
-//! check (constant-time) and the client-side interceptor that attaches the token.
+//! check (constant-time), the client-side interceptor that attaches the token, and the
+//! one rule for what a token and a token file may hold.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use subtle::ConstantTimeEq;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -39,7 +42,8 @@ impl Interceptor for BearerAuth {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::as_bytes)
             .unwrap_or_default();
-        if constant_time_eq(presented, expected) {
+        // Constant time in the contents, so the token cannot be guessed byte by byte.
+        if bool::from(presented.ct_eq(expected)) {
             Ok(request)
         } else {
             Err(Status::unauthenticated(UNAUTHENTICATED_MESSAGE))
@@ -47,14 +51,24 @@ impl Interceptor for BearerAuth {
     }
 }
 
-/// Equality whose running time depends only on the lengths, not on where the inputs
-/// first differ, so the token cannot be guessed byte by byte.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Why a token cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidToken {
+    #[error("the token is empty")]
+    Empty,
+    #[error("the token must be printable ASCII without spaces")]
+    NotPrintable,
+}
+
+/// The rule every configured token follows, on both servers and every client.
+pub fn validate_token(token: &str) -> Result<(), InvalidToken> {
+    if token.is_empty() {
+        Err(InvalidToken::Empty)
+    } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        Err(InvalidToken::NotPrintable)
+    } else {
+        Ok(())
     }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 /// A token file that cannot be used.
@@ -67,21 +81,27 @@ pub enum TokenFileError {
     },
     #[error("token file {path} is empty")]
     Empty { path: String },
+    #[error("token file {path}: {problem}")]
+    Invalid { path: String, problem: InvalidToken },
 }
 
-/// Reads a token file (`--token-file`): its first line, trimmed; an empty file is an error.
-pub fn read_token_file(path: &std::path::Path) -> Result<String, TokenFileError> {
+/// Reads a token file (`--token-file`): its first line, trimmed, which must be a valid
+/// token; an empty file is an error.
+pub fn read_token_file(path: &Path) -> Result<String, TokenFileError> {
+    let path_text = || path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
-        path: path.display().to_string(),
+        path: path_text(),
         source,
     })?;
     let token = text.lines().next().unwrap_or_default().trim().to_string();
-    if token.is_empty() {
-        return Err(TokenFileError::Empty {
-            path: path.display().to_string(),
-        });
+    match validate_token(&token) {
+        Ok(()) => Ok(token),
+        Err(InvalidToken::Empty) => Err(TokenFileError::Empty { path: path_text() }),
+        Err(problem) => Err(TokenFileError::Invalid {
+            path: path_text(),
+            problem,
+        }),
     }
-    Ok(token)
 }
 
 /// Client side: adds `authorization: Bearer <token>` to every outgoing request.
@@ -135,6 +155,8 @@ mod tests {
             None,
             Some("Bearer s3creT"),
             Some("Bearer s3cret2"),
+            Some("Bearer s3cre"),
+            Some("Bearer "),
             Some("s3cret"),
             Some("Basic s3cret"),
         ] {
@@ -143,7 +165,38 @@ mod tests {
             assert_eq!(status.message(), UNAUTHENTICATED_MESSAGE);
         }
         assert!(BearerAuth::new(None).call(request(None)).is_ok());
-        assert!(constant_time_eq(b"", b"") && !constant_time_eq(b"a", b""));
+    }
+
+    #[test]
+    fn a_token_is_printable_ascii_without_spaces() {
+        validate_token("s3cret-~!").unwrap();
+        assert_eq!(validate_token(""), Err(InvalidToken::Empty));
+        for bad in ["a b", "tab\there", "caf\u{e9}", "nul\0"] {
+            assert_eq!(
+                validate_token(bad),
+                Err(InvalidToken::NotPrintable),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_file_gives_its_trimmed_first_line_or_names_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  s3cret  \nignored\n").unwrap();
+        assert_eq!(read_token_file(&file).unwrap(), "s3cret");
+
+        let named = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            let err = read_token_file(&file).unwrap_err().to_string();
+            assert!(err.contains(&file.display().to_string()), "{err}");
+            err
+        };
+        assert!(named("\n").contains("is empty"));
+        assert!(named("a b\n").contains("printable ASCII"));
+        let missing = read_token_file(&dir.path().join("missing")).unwrap_err();
+        assert!(matches!(missing, TokenFileError::Read { .. }), "{missing}");
     }
 
     #[test]

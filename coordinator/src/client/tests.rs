@@ -1,4 +1,4 @@
-//! The client side against an in-process coordinator with virtual workers: upload and
+//! The client library against an in-process coordinator with virtual workers: upload and
 //! deduplication, watch (including riding out a dropped connection), results, JSON
 //! output, and the error messages users see.
 
@@ -7,14 +7,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use foldtrain_proto::{JobConfig, JobId, pb};
+use foldtrain_proto::{FoldState, JobConfig, JobId, JobState, pb};
 use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::job_json::{JobJson, WorkerJson};
 use super::*;
+use crate::cli::job_json::{JobJson, WorkerJson};
+use crate::cli::{jobs, summary_table};
 use crate::config::ServeConfig;
 use crate::dataset::{Dataset, DatasetSpec, LoadOptions, NoProgress, load};
 use crate::scheduler::{VirtualBehaviour, VirtualLauncher};
@@ -105,12 +106,15 @@ fn config() -> JobConfig {
     config
 }
 
-fn quiet() -> WatchOptions {
-    WatchOptions {
-        draw: Draw::Hidden,
-        quiet: true,
-        summary: false,
-        give_up_after: Duration::from_secs(20),
+/// How long the tests' watches wait for a lost coordinator.
+const GIVE_UP: Duration = Duration::from_secs(20);
+
+/// Prints the reconnect notes, so they show in the captured output on failure.
+struct Notes;
+
+impl WatchEvents for Notes {
+    fn note(&self, line: &str) {
+        eprintln!("{line}");
     }
 }
 
@@ -125,21 +129,23 @@ async fn submit_watch_status_and_results() {
     let dataset = synth_dataset(data.path());
     let images = dataset.train.len() + dataset.test.len();
 
-    let first = submit_dataset(&client, &dataset, config(), "first", Draw::Hidden)
+    let first = submit_dataset(&client, &dataset, config(), "first", &Silent)
         .await
         .unwrap();
     assert_eq!(first.blobs_uploaded, images as u64);
     assert_eq!(first.bytes_uploaded, dataset.total_bytes());
-    let again = submit_dataset(&client, &dataset, config(), "again", Draw::Hidden)
+    let again = submit_dataset(&client, &dataset, config(), "again", &Silent)
         .await
         .unwrap();
     assert_eq!((again.blobs_uploaded, again.bytes_uploaded), (0, 0));
     assert_ne!(again.job_id, first.job_id);
 
-    let status = watch_job(&client, &first.job_id, &quiet()).await.unwrap();
-    assert_eq!(status.state, "succeeded", "{}", status.message);
+    let status = watch_job(&client, &first.job_id, GIVE_UP, &Silent)
+        .await
+        .unwrap();
+    assert_eq!(status.state(), JobState::Succeeded, "{}", status.message);
     assert_eq!(status.folds.len(), 2);
-    assert!(status.folds.iter().all(|f| f.state == "done"));
+    assert!(status.folds.iter().all(|f| f.state() == FoldState::Done));
     let summary = summary_table::render_summary(&status, None);
     assert!(summary.contains("OOF  accuracy"), "{summary}");
 
@@ -179,13 +185,7 @@ async fn submit_watch_status_and_results() {
     let files = download_results(&client, &first.job_id, out.path())
         .await
         .unwrap();
-    let listed = client
-        .rpc()
-        .list_artifacts(client::get(&first.job_id))
-        .await
-        .unwrap()
-        .into_inner()
-        .paths;
+    let listed = client.artifacts(&first.job_id).await.unwrap();
     assert!(
         listed.iter().any(|p| p == "folds/1/history.csv"),
         "{listed:?}"
@@ -235,7 +235,9 @@ async fn errors_say_what_is_wrong() {
     for err in [
         client.job(&ghost).await.unwrap_err(),
         client.cancel(&ghost).await.unwrap_err(),
-        watch_job(&client, &ghost, &quiet()).await.unwrap_err(),
+        watch_job(&client, &ghost, GIVE_UP, &Silent)
+            .await
+            .unwrap_err(),
         download_results(&client, &ghost, Path::new("/nonexistent"))
             .await
             .unwrap_err(),
@@ -248,14 +250,14 @@ async fn errors_say_what_is_wrong() {
     let dataset = synth_dataset(data.path());
     let mut bad = config();
     bad.split.folds = 30;
-    let err = submit_dataset(&client, &dataset, bad, "bad", Draw::Hidden)
+    let err = submit_dataset(&client, &dataset, bad, "bad", &Silent)
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("submit job") && err.contains(&url), "{err}");
     let mut grouped = config();
     grouped.split.group_column = Some("video_id".into());
-    let err = submit_dataset(&client, &dataset, grouped, "g", Draw::Hidden)
+    let err = submit_dataset(&client, &dataset, grouped, "g", &Silent)
         .await
         .unwrap_err()
         .to_string();
@@ -264,7 +266,7 @@ async fn errors_say_what_is_wrong() {
     // A file that changed after it was hashed is named, and nothing bad is stored.
     let mut changed = dataset.clone();
     changed.train[0].hash = foldtrain_proto::BlobHash::of(b"the bytes it had when hashed");
-    let err = submit_dataset(&client, &changed, config(), "c", Draw::Hidden)
+    let err = submit_dataset(&client, &changed, config(), "c", &Silent)
         .await
         .unwrap_err()
         .to_string();
@@ -283,18 +285,18 @@ async fn cancelled_jobs_end_the_watch() {
     register_worker(&client).await;
     let data = tempfile::tempdir().unwrap();
     let dataset = synth_dataset(data.path());
-    let job = submit_dataset(&client, &dataset, config(), "c", Draw::Hidden)
+    let job = submit_dataset(&client, &dataset, config(), "c", &Silent)
         .await
         .unwrap()
         .job_id;
     let watcher = {
         let client = client.clone();
         let job = job.clone();
-        tokio::spawn(async move { watch_job(&client, &job, &quiet()).await })
+        tokio::spawn(async move { watch_job(&client, &job, GIVE_UP, &Silent).await })
     };
     let status = client.cancel(&job).await.unwrap();
     assert!(
-        matches!(status.state.as_str(), "cancelled" | "running"),
+        matches!(status.state(), JobState::Cancelled | JobState::Running),
         "{status:?}"
     );
     let status = tokio::time::timeout(Duration::from_secs(20), watcher)
@@ -302,9 +304,9 @@ async fn cancelled_jobs_end_the_watch() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(status.state, "cancelled");
+    assert_eq!(status.state(), JobState::Cancelled);
     assert_eq!(
-        jobs::exit_code(&status.state),
+        jobs::exit_code(status.state()),
         std::process::ExitCode::FAILURE
     );
 }
@@ -346,7 +348,7 @@ async fn watch_rides_out_a_dropped_connection() {
     register_worker(&direct).await;
     let data = tempfile::tempdir().unwrap();
     let dataset = synth_dataset(data.path());
-    let job = submit_dataset(&direct, &dataset, config(), "r", Draw::Hidden)
+    let job = submit_dataset(&direct, &dataset, config(), "r", &Silent)
         .await
         .unwrap()
         .job_id;
@@ -359,12 +361,7 @@ async fn watch_rides_out_a_dropped_connection() {
     let watcher = {
         let client = via_proxy.clone();
         let job = job.clone();
-        // Not quiet: the reconnect notes show in the captured output on failure.
-        let options = WatchOptions {
-            quiet: false,
-            ..quiet()
-        };
-        tokio::spawn(async move { watch_job(&client, &job, &options).await })
+        tokio::spawn(async move { watch_job(&client, &job, GIVE_UP, &Notes).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(cut);
@@ -380,22 +377,18 @@ async fn watch_rides_out_a_dropped_connection() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(status.state, "succeeded", "{}", status.message);
+    assert_eq!(status.state(), JobState::Succeeded, "{}", status.message);
 
     // With the coordinator gone for good, the watch gives up and says where it looked.
     let gone = proxy("127.0.0.1:0".parse().unwrap(), server.handle.local_addr()).await;
     let url = format!("http://{}", gone.addr);
     let client = Client::connect(&url, Some(TOKEN)).await.unwrap();
-    let other = submit_dataset(&direct, &dataset, config(), "g", Draw::Hidden)
+    let other = submit_dataset(&direct, &dataset, config(), "g", &Silent)
         .await
         .unwrap()
         .job_id;
     drop(gone);
-    let options = WatchOptions {
-        give_up_after: Duration::from_millis(600),
-        ..quiet()
-    };
-    let err = watch_job(&client, &other, &options)
+    let err = watch_job(&client, &other, Duration::from_millis(600), &Silent)
         .await
         .unwrap_err()
         .to_string();

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use foldtrain_proto::{JobId, pb};
 use tokio::io::AsyncWriteExt;
 
-use super::client::{Client, get};
-use super::client_error::ClientError;
+use super::connection::Client;
+use super::error::ClientError;
 
 /// Downloads every artifact of `job` under `out_dir`; returns the files written, in the
 /// coordinator's (sorted) order.
@@ -16,13 +16,7 @@ pub async fn download_results(
     job: &JobId,
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>, ClientError> {
-    let paths = client
-        .rpc()
-        .list_artifacts(get(job))
-        .await
-        .map_err(|s| client.error("list artifacts", Some(job), s))?
-        .into_inner()
-        .paths;
+    let paths = client.artifacts(job).await?;
     // Check every path before writing anything.
     let targets: Vec<(String, PathBuf)> = paths
         .into_iter()
@@ -64,7 +58,6 @@ async fn download_to(
     target: &Path,
 ) -> Result<(), ClientError> {
     let parent = target.parent().unwrap_or(Path::new("."));
-    let io = |what: &str, path: &Path, e| ClientError::io(format!("{what} {}", path.display()), e);
     tokio::fs::create_dir_all(parent)
         .await
         .map_err(|e| io("creating", parent, e))?;
@@ -74,25 +67,7 @@ async fn download_to(
         .unwrap_or_default();
     let temp = parent.join(format!(".{file_name}.{}.part", std::process::id()));
     let result = async {
-        let mut file = tokio::fs::File::create(&temp)
-            .await
-            .map_err(|e| io("creating", &temp, e))?;
-        let mut stream = client
-            .rpc()
-            .download_artifact(request(job, artifact))
-            .await
-            .map_err(|s| client.error("download artifact", Some(job), s))?
-            .into_inner();
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|s| client.error("download artifact", Some(job), s))?
-        {
-            file.write_all(&chunk.data)
-                .await
-                .map_err(|e| io("writing", &temp, e))?;
-        }
-        file.sync_all().await.map_err(|e| io("writing", &temp, e))?;
+        write_artifact(client, job, artifact, &temp).await?;
         tokio::fs::rename(&temp, target)
             .await
             .map_err(|e| io("moving into place", target, e))
@@ -104,34 +79,69 @@ async fn download_to(
     result
 }
 
+/// Writes one artifact's bytes to `path` and syncs them to disk.
+async fn write_artifact(
+    client: &Client,
+    job: &JobId,
+    artifact: &str,
+    path: &Path,
+) -> Result<(), ClientError> {
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| io("creating", path, e))?;
+    let mut stream = open(client, job, artifact).await?;
+    while let Some(chunk) = next(client, job, &mut stream).await? {
+        file.write_all(&chunk.data)
+            .await
+            .map_err(|e| io("writing", path, e))?;
+    }
+    file.sync_all().await.map_err(|e| io("writing", path, e))
+}
+
 /// One artifact's bytes in memory (small files such as metrics.json).
 pub async fn fetch_artifact(
     client: &Client,
     job: &JobId,
     artifact: &str,
 ) -> Result<Vec<u8>, ClientError> {
-    let mut stream = client
-        .rpc()
-        .download_artifact(request(job, artifact))
-        .await
-        .map_err(|s| client.error("download artifact", Some(job), s))?
-        .into_inner();
+    let mut stream = open(client, job, artifact).await?;
     let mut bytes = Vec::new();
-    while let Some(chunk) = stream
-        .message()
-        .await
-        .map_err(|s| client.error("download artifact", Some(job), s))?
-    {
+    while let Some(chunk) = next(client, job, &mut stream).await? {
         bytes.extend(chunk.data);
     }
     Ok(bytes)
 }
 
-fn request(job: &JobId, artifact: &str) -> pb::DownloadArtifactRequest {
-    pb::DownloadArtifactRequest {
+async fn open(
+    client: &Client,
+    job: &JobId,
+    artifact: &str,
+) -> Result<tonic::Streaming<pb::ArtifactChunk>, ClientError> {
+    let request = pb::DownloadArtifactRequest {
         job_id: job.to_string(),
         path: artifact.to_string(),
-    }
+    };
+    client
+        .rpc()
+        .download_artifact(request)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| client.error("download artifact", Some(job), s))
+}
+
+async fn next(
+    client: &Client,
+    job: &JobId,
+    stream: &mut tonic::Streaming<pb::ArtifactChunk>,
+) -> Result<Option<pb::ArtifactChunk>, ClientError> {
+    stream
+        .message()
+        .await
+        .map_err(|s| client.error("download artifact", Some(job), s))
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> ClientError {
+    ClientError::io(format!("{what} {}", path.display()), e)
 }
 
 #[cfg(test)]
