@@ -35,30 +35,27 @@ pub fn insert_job(conn: &mut Connection, job: &JobRecord) -> Result<()> {
             "INSERT INTO job_images (job_id, split, row, hash, name, label, grp, size, fold) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
-        for (row, image) in job.train.iter().enumerate() {
+        let train = job
+            .train
+            .iter()
+            .enumerate()
+            .map(|(row, image)| ("train", row, image, Some(job.fold_of[row])));
+        let test = job
+            .test
+            .iter()
+            .enumerate()
+            .map(|(row, image)| ("test", row, image, None));
+        for (split, row, image, fold) in train.chain(test) {
             stmt.execute(params![
                 job.id.as_str(),
-                "train",
+                split,
                 row as i64,
                 &image.hash.0[..],
                 image.name,
                 image.label,
                 image.group,
                 image.size as i64,
-                job.fold_of[row]
-            ])?;
-        }
-        for (row, image) in job.test.iter().enumerate() {
-            stmt.execute(params![
-                job.id.as_str(),
-                "test",
-                row as i64,
-                &image.hash.0[..],
-                image.name,
-                image.label,
-                image.group,
-                image.size as i64,
-                None::<u32>
+                fold
             ])?;
         }
         let mut fold_stmt =
