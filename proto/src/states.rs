@@ -104,6 +104,7 @@ text_names!(FailureCause {
     BadResult => "bad_result",
     Coordinator => "coordinator",
     Protocol => "protocol",
+    WorkerStopping => "worker_stopping",
 });
 
 impl JobState {
@@ -134,6 +135,7 @@ impl FailureCause {
     pub fn is_retryable(self) -> bool {
         match self {
             Self::WorkerLost
+            | Self::WorkerStopping
             | Self::Io
             | Self::Device
             | Self::Torch
@@ -155,6 +157,13 @@ impl FailureCause {
             | Self::BadResult
             | Self::Protocol => false,
         }
+    }
+
+    /// Whether a retry after this cause counts against the fold's attempt budget. A worker
+    /// that hands its fold back on shutdown did nothing wrong, and neither did a busy slot
+    /// that another slot may take.
+    pub fn uses_retry_budget(self) -> bool {
+        !matches!(self, Self::WorkerStopping | Self::Busy)
     }
 
     /// A lost worker ends its attempt as `lost`, every other cause as `failed`.
@@ -235,6 +244,9 @@ mod tests {
         assert!(!FailureCause::BadImage.is_retryable());
         assert!(!FailureCause::MissingBlob.is_retryable());
         assert!(!FailureCause::Cancelled.is_retryable());
+        assert!(FailureCause::WorkerStopping.is_retryable());
+        assert!(!FailureCause::WorkerStopping.uses_retry_budget());
+        assert!(FailureCause::WorkerLost.uses_retry_budget());
         assert_eq!(FailureCause::WorkerLost.attempt_state(), AttemptState::Lost);
         assert_eq!(FailureCause::NanLoss.attempt_state(), AttemptState::Failed);
     }

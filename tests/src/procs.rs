@@ -82,6 +82,16 @@ impl Process {
         self.child.id()
     }
 
+    /// Where the process's stderr goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The process's stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last lines of the process's stderr, to explain a failed assertion.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -235,7 +245,8 @@ pub fn serve(data_dir: &Path, port: u16, lease_ms: u64, log: &Path) -> (Process,
     (process, url)
 }
 
-/// A `foldtrain-worker` with one CPU slot, registered with `url`; returns its id.
+/// A `foldtrain-worker` with one CPU slot, registered with `url`; returns its id. It
+/// reports progress after every batch, so tests see exactly how far a fold got.
 pub fn worker(url: &str, cache_dir: &Path, log: &Path) -> (Process, String) {
     let (process, line) = Process::start(
         Command::new(binary("foldtrain-worker")).args([
@@ -244,6 +255,8 @@ pub fn worker(url: &str, cache_dir: &Path, log: &Path) -> (Process, String) {
             "--cpu",
             "--cache-dir",
             cache_dir.to_str().unwrap(),
+            "--progress-every",
+            "1",
         ]),
         log,
         "listening on",

@@ -104,7 +104,7 @@ fn both_binaries_export_metrics_that_follow_a_job() {
     let worker: SocketAddr = found[1].parse().unwrap();
 
     let before = scrape(worker);
-    assert_eq!(get(&before, "foldtrain_worker_slots"), 1.0);
+    assert_eq!(get(&before, "foldtrain_worker_served_slots"), 1.0);
     assert_eq!(get(&before, "foldtrain_worker_busy_slots"), 0.0);
     assert_eq!(
         get(

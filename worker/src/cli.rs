@@ -51,10 +51,24 @@ pub struct WorkerArgs {
     /// Export a `batch` span for every Nth training batch (0: none; spans need OTEL_* set).
     #[arg(long, env = "FOLDTRAIN_BATCH_SPAN_EVERY", default_value_t = 0)]
     pub batch_span_every: u32,
+    /// Report a fold's progress (loss, images/s, the batch reached) every Nth training
+    /// batch and after the last; `foldtrain watch` and `status` show it.
+    #[arg(long, env = "FOLDTRAIN_PROGRESS_EVERY", value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub progress_every: u32,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465; port 0 picks
     /// a free port, printed at startup). Unset: no metrics endpoint.
     #[arg(long, env = "FOLDTRAIN_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// On SIGTERM or Ctrl-C, seconds a running fold gets to hand back a checkpoint at the
+    /// end of its current batch before it is stopped where it is.
+    #[arg(
+        long,
+        env = "FOLDTRAIN_DRAIN_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 60
+    )]
+    pub drain_timeout: u64,
     /// Print what libtorch sees (CUDA, GPUs, the slots this worker would serve) and exit.
     #[arg(long)]
     pub list_devices: bool,
@@ -87,8 +101,10 @@ impl WorkerArgs {
             token,
             worker_id: self.worker_id,
             metrics_listen: self.metrics_listen,
+            drain_timeout: std::time::Duration::from_secs(self.drain_timeout),
             run_options: crate::train::RunOptions {
                 batch_span_every: self.batch_span_every,
+                progress_every: self.progress_every,
                 ..crate::train::RunOptions::default()
             },
             ..WorkerConfig::default()

@@ -3,7 +3,6 @@
 //! weights, and the out-of-fold and test probabilities.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use foldtrain_proto::config::{Arch, Augment, JobConfig};
 use foldtrain_proto::task::{CheckpointKind, FoldSummary};
@@ -12,7 +11,9 @@ use foldtrain_proto::{
 };
 use foldtrain_worker::data::FolderSource;
 use foldtrain_worker::train::checkpoint::{ResumeState, decode};
-use foldtrain_worker::train::{EventSink, RunOptions, SinkClosed, TrainError, run_fold};
+use foldtrain_worker::train::{
+    EventSink, FoldControl, RunOptions, SinkClosed, TrainError, run_fold,
+};
 
 const CLASSES: u32 = 3;
 
@@ -84,11 +85,11 @@ fn task(dir: &std::path::Path) -> FoldTask {
     }
 }
 
-/// Records events and raises the cancel flag once the latest checkpoint of `stop_after` arrives.
+/// Records events and cancels the fold once the latest checkpoint of `stop_after` arrives.
 struct StoppingSink {
     events: Vec<FoldEvent>,
     stop_after: u32,
-    cancel: Arc<AtomicBool>,
+    control: Arc<FoldControl>,
 }
 
 impl EventSink for StoppingSink {
@@ -100,7 +101,27 @@ impl EventSink for StoppingSink {
         } = &event
             && *epoch == self.stop_after
         {
-            self.cancel.store(true, Ordering::Relaxed);
+            self.control.cancel();
+        }
+        self.events.push(event);
+        Ok(())
+    }
+}
+
+/// Records events and asks the fold to drain once training reports `(epoch, batch)`, as a
+/// worker does on SIGTERM.
+struct DrainingSink {
+    events: Vec<FoldEvent>,
+    at: (u32, u32),
+    control: Arc<FoldControl>,
+}
+
+impl EventSink for DrainingSink {
+    fn send(&mut self, event: FoldEvent) -> Result<(), SinkClosed> {
+        if let FoldEvent::Progress { epoch, batch, .. } = &event
+            && (*epoch, *batch) == self.at
+        {
+            self.control.drain();
         }
         self.events.push(event);
         Ok(())
@@ -173,23 +194,28 @@ fn summary(events: &[FoldEvent]) -> FoldSummary {
     }
 }
 
+/// The fold trained start to end: its events and summary.
+fn uninterrupted(task: &FoldTask, source: &Arc<FolderSource>) -> (Vec<FoldEvent>, FoldSummary) {
+    let mut events = Vec::new();
+    let summary = run_fold(
+        task,
+        source.clone(),
+        &mut events,
+        &FoldControl::default(),
+        RunOptions::default(),
+    )
+    .unwrap();
+    (events, summary)
+}
+
 #[test]
 fn resumed_fold_is_bit_identical_to_an_uninterrupted_one() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let task = task(dir.path());
     let source = Arc::new(FolderSource::new(dir.path()));
-    let never = AtomicBool::new(false);
-
-    let mut full: Vec<FoldEvent> = Vec::new();
-    let summary_full = run_fold(
-        &task,
-        source.clone(),
-        &mut full,
-        &never,
-        RunOptions::default(),
-    )
-    .unwrap();
+    let never = FoldControl::default();
+    let (full, summary_full) = uninterrupted(&task, &source);
     let epochs: Vec<u32> = full
         .iter()
         .filter_map(|e| {
@@ -215,17 +241,17 @@ fn resumed_fold_is_bit_identical_to_an_uninterrupted_one() {
     )));
 
     // Stop right after epoch 1's latest checkpoint.
-    let cancel = Arc::new(AtomicBool::new(false));
+    let control = FoldControl::new();
     let mut stopping = StoppingSink {
         events: Vec::new(),
         stop_after: 1,
-        cancel: cancel.clone(),
+        control: control.clone(),
     };
     let err = run_fold(
         &task,
         source.clone(),
         &mut stopping,
-        &cancel,
+        &control,
         RunOptions::default(),
     )
     .unwrap_err();
@@ -273,6 +299,88 @@ fn resumed_fold_is_bit_identical_to_an_uninterrupted_one() {
 }
 
 #[test]
+fn a_fold_drained_mid_epoch_resumes_at_its_next_batch_bit_identical() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let task = task(dir.path());
+    let source = Arc::new(FolderSource::new(dir.path()));
+    let never = FoldControl::default();
+    let (full, summary_full) = uninterrupted(&task, &source);
+
+    // 30 images in batches of 8: four batches an epoch; the drain lands after the second
+    // batch of epoch 2.
+    let every_batch = RunOptions {
+        progress_every: 1,
+        ..RunOptions::default()
+    };
+    let mut draining = DrainingSink {
+        events: Vec::new(),
+        at: (2, 2),
+        control: FoldControl::new(),
+    };
+    let control = draining.control.clone();
+    let err = run_fold(&task, source.clone(), &mut draining, &control, every_batch).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TrainError::Drained {
+                fold: 1,
+                epoch: 2,
+                batches_done: 2
+            }
+        ),
+        "{err}"
+    );
+    let n = draining.events.len();
+    let Some(FoldEvent::Failed(failure)) = draining.events.last() else {
+        panic!("no verdict after the drain: {:?}", draining.events.last());
+    };
+    assert_eq!(failure.cause, FailureCause::WorkerStopping);
+    assert!(failure.retryable() && !failure.cause.uses_retry_budget());
+    let FoldEvent::Checkpoint {
+        kind: CheckpointKind::Latest,
+        epoch: 1,
+        bytes: handed_back,
+    } = &draining.events[n - 2]
+    else {
+        panic!(
+            "no checkpoint before the verdict: {:?}",
+            draining.events[n - 2]
+        );
+    };
+    let (state, _) = decode(handed_back).unwrap();
+    let partial = state
+        .partial_epoch
+        .expect("the checkpoint records the epoch in progress");
+    assert_eq!(
+        (state.epochs_done, partial.epoch, partial.batches_done),
+        (1, 2, 2)
+    );
+    assert_eq!(partial.meter.rows(), 16);
+
+    let mut resumed_task = task.clone();
+    resumed_task.resume = Some(handed_back.clone());
+    let mut resumed: Vec<FoldEvent> = Vec::new();
+    let summary_resumed =
+        run_fold(&resumed_task, source, &mut resumed, &never, every_batch).unwrap();
+    let first_progress = resumed.iter().find_map(|e| match e {
+        FoldEvent::Progress { epoch, batch, .. } => Some((*epoch, *batch)),
+        _ => None,
+    });
+    assert_eq!(
+        first_progress,
+        Some((2, 3)),
+        "the resumed fold starts at batch 3 of epoch 2"
+    );
+    assert_eq!(summary_resumed, summary_full);
+    assert_same_checkpoint(&latest(&resumed, 3), &latest(&full, 3));
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let ((oof_a, test_a), (oof_b, test_b)) = (probs(&full), probs(&resumed));
+    assert_eq!(bits(&oof_a), bits(&oof_b));
+    assert_eq!(bits(&test_a), bits(&test_b));
+}
+
+#[test]
 fn a_corrupt_image_fails_the_fold_as_bad_image() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
@@ -280,7 +388,7 @@ fn a_corrupt_image_fails_the_fold_as_bad_image() {
     task.config.train.epochs = 1;
     std::fs::write(dir.path().join(&task.train[4].name), b"not an image").unwrap();
     let mut events: Vec<FoldEvent> = Vec::new();
-    let never = AtomicBool::new(false);
+    let never = FoldControl::default();
     let err = run_fold(
         &task,
         Arc::new(FolderSource::new(dir.path())),
@@ -306,7 +414,7 @@ fn a_checkpoint_of_another_fold_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut task = task(dir.path());
     task.config.train.epochs = 1;
-    let never = AtomicBool::new(false);
+    let never = FoldControl::default();
     let source = Arc::new(FolderSource::new(dir.path()));
     let mut events: Vec<FoldEvent> = Vec::new();
     run_fold(

@@ -1,5 +1,6 @@
 //! The worker processes of `foldtrain run`: child `foldtrain-worker` processes on
-//! loopback, one per visible GPU (or CPU workers), stopped when the run ends.
+//! loopback, one per visible GPU (or CPU workers), stopped when the run ends: with
+//! SIGTERM first, so each exports its last spans, then SIGKILL if one hangs.
 //!
 //! They are separate processes because the coordinator never links libtorch.
 
@@ -9,8 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
+use tracing::warn;
 
 use crate::scheduler::Scheduler;
+
+/// How long stopped workers get to drain and flush their telemetry before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Environment variable naming the `foldtrain-worker` binary to start.
 pub const WORKER_BIN_ENV: &str = "FOLDTRAIN_WORKER_BIN";
@@ -202,13 +207,32 @@ impl LocalWorkers {
         Ok(())
     }
 
-    /// Stops every worker and waits for it to exit.
+    /// Stops every worker and waits for it to exit: SIGTERM, so each hands back any fold
+    /// it runs and exports its spans, then SIGKILL for one still running after
+    /// [`STOP_TIMEOUT`].
     pub async fn stop(mut self) {
-        for child in &mut self.children {
-            let _ = child.start_kill();
+        for child in &self.children {
+            if let Some(pid) = child
+                .id()
+                .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
         }
-        for child in &mut self.children {
-            let _ = child.wait().await;
+        let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+        for (i, child) in self.children.iter_mut().enumerate() {
+            if tokio::time::timeout_at(deadline, child.wait())
+                .await
+                .is_err()
+            {
+                warn!(
+                    worker = i,
+                    timeout_s = STOP_TIMEOUT.as_secs(),
+                    "local worker did not exit after SIGTERM; killing it"
+                );
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
         }
         self.children.clear();
     }

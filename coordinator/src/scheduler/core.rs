@@ -143,9 +143,11 @@ impl Scheduler {
         Ok(lease)
     }
 
-    /// Renews a worker's lease; false when the worker is unknown and must register.
-    pub async fn heartbeat(&self, id: &WorkerId) -> Result<bool> {
-        let beat = self.inner.workers.heartbeat(id).await?;
+    /// Renews a worker's lease; false when the worker is unknown and must register. A
+    /// draining worker keeps its lease (its folds are still handing back) but gets no new
+    /// fold.
+    pub async fn heartbeat(&self, id: &WorkerId, draining: bool) -> Result<bool> {
+        let beat = self.inner.workers.heartbeat(id, draining).await?;
         if beat.cleared {
             // The worker is alive after all: its free slots take folds again.
             self.dispatch();

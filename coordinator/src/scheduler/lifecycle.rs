@@ -151,7 +151,8 @@ impl Scheduler {
             return Ok(());
         }
         let worker = &launch.target.worker;
-        if failure.retryable() && launch.nth < launch.job.config.train.max_attempts {
+        let budget_left = launch.nth < launch.job.config.train.max_attempts;
+        if failure.retryable() && (budget_left || !failure.cause.uses_retry_budget()) {
             warn!(cause = %failure.cause, error = %failure.message, "fold attempt failed; retrying");
             let message =
                 format!("attempt {attempt} on worker {worker} failed ({reason}); retrying");

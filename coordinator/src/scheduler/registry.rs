@@ -28,6 +28,8 @@ pub struct LiveWorker {
     /// alive with a heartbeat or a registration, so a dead machine cannot eat retries
     /// while its lease runs out.
     pub suspect: bool,
+    /// The worker said it is shutting down: it hands its folds back and gets no new one.
+    pub draining: bool,
 }
 
 /// Workers in registration order; the first free slot in that order gets the next fold,
@@ -79,16 +81,25 @@ impl Registry {
             lease_until,
             last_seen_ms: now_ms,
             suspect: false,
+            draining: false,
         });
     }
 
-    /// Extends a worker's lease; false when the worker is unknown (it must register).
-    pub fn heartbeat(&mut self, id: &WorkerId, lease: Duration, now_ms: i64) -> bool {
+    /// Extends a worker's lease and records whether it is draining; false when the worker
+    /// is unknown (it must register).
+    pub fn heartbeat(
+        &mut self,
+        id: &WorkerId,
+        lease: Duration,
+        now_ms: i64,
+        draining: bool,
+    ) -> bool {
         match self.workers.iter_mut().find(|w| &w.id == id) {
             Some(w) => {
                 w.lease_until = Instant::now() + lease;
                 w.last_seen_ms = now_ms;
                 w.suspect = false;
+                w.draining = draining;
                 true
             }
             None => false,
@@ -106,9 +117,11 @@ impl Registry {
         self.workers.iter().any(|w| &w.id == id && w.suspect)
     }
 
-    /// The first free slot of a worker not under suspicion, in registration order.
+    /// The first free slot of a worker neither under suspicion nor draining, in
+    /// registration order.
     pub fn free_slot(&self) -> Option<SlotTarget> {
-        self.workers.iter().filter(|w| !w.suspect).find_map(|w| {
+        let eligible = |w: &&LiveWorker| !w.suspect && !w.draining;
+        self.workers.iter().filter(eligible).find_map(|w| {
             w.slots
                 .iter()
                 .enumerate()
@@ -211,12 +224,12 @@ mod tests {
         let mut r = registry_with(&[("a", 1), ("b", 1)], Duration::from_millis(0));
         let t = r.free_slot().unwrap();
         r.occupy(&t, AttemptId(5));
-        assert!(r.heartbeat(&WorkerId::new("b"), Duration::from_secs(60), 1));
+        assert!(r.heartbeat(&WorkerId::new("b"), Duration::from_secs(60), 1, false));
         let expired = r.expire(Instant::now());
         assert_eq!(expired, vec![(WorkerId::new("a"), vec![AttemptId(5)])]);
         let ids: Vec<&str> = r.workers().iter().map(|w| w.id.as_str()).collect();
         assert_eq!(ids, ["b"]);
-        assert!(!r.heartbeat(&WorkerId::new("a"), Duration::from_secs(1), 2));
+        assert!(!r.heartbeat(&WorkerId::new("a"), Duration::from_secs(1), 2, false));
     }
 
     #[test]
@@ -229,7 +242,23 @@ mod tests {
             r.free_slot().is_none(),
             "a suspect worker's slot was offered"
         );
-        assert!(r.heartbeat(&WorkerId::new("a"), Duration::from_secs(60), 1));
+        assert!(r.heartbeat(&WorkerId::new("a"), Duration::from_secs(60), 1, false));
+        assert_eq!(r.free_slot().unwrap().worker.as_str(), "a");
+    }
+
+    #[test]
+    fn a_draining_worker_gets_no_fold_until_it_says_otherwise() {
+        let mut r = registry_with(&[("a", 1), ("b", 1)], Duration::from_secs(60));
+        assert!(r.heartbeat(&WorkerId::new("a"), Duration::from_secs(60), 1, true));
+        assert_eq!(r.free_slot().unwrap().worker.as_str(), "b");
+        r.occupy(&r.free_slot().unwrap(), AttemptId(1));
+        assert!(
+            r.free_slot().is_none(),
+            "a draining worker's slot was offered"
+        );
+        // Still known: its lease runs while its folds hand back.
+        assert!(r.expire(Instant::now()).is_empty());
+        assert!(r.heartbeat(&WorkerId::new("a"), Duration::from_secs(60), 2, false));
         assert_eq!(r.free_slot().unwrap().worker.as_str(), "a");
     }
 

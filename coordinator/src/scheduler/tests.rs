@@ -282,7 +282,7 @@ async fn a_broken_stream_is_retried() {
     let scheduler = h.scheduler.clone();
     let beats = tokio::spawn(async move {
         loop {
-            let _ = scheduler.heartbeat(&WorkerId::new("w1")).await;
+            let _ = scheduler.heartbeat(&WorkerId::new("w1"), false).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
@@ -401,9 +401,19 @@ async fn a_lost_workers_attempt_goes_stale_and_the_fold_moves_on() {
     // w1 goes silent past its lease while w2 renews its own; then leases are checked
     // once, by hand, so the test does not depend on timer precision.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert!(h.scheduler.heartbeat(&WorkerId::new("w2")).await.unwrap());
+    assert!(
+        h.scheduler
+            .heartbeat(&WorkerId::new("w2"), false)
+            .await
+            .unwrap()
+    );
     h.scheduler.expire_leases();
-    assert!(!h.scheduler.heartbeat(&WorkerId::new("w1")).await.unwrap());
+    assert!(
+        !h.scheduler
+            .heartbeat(&WorkerId::new("w1"), false)
+            .await
+            .unwrap()
+    );
     wait_for("fold 0 re-dispatched to w2", || {
         h.launcher
             .launches()

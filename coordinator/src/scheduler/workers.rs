@@ -87,13 +87,14 @@ impl WorkerRegistry {
         Ok(self.lease)
     }
 
-    /// Renews a worker's lease and records when it was last seen.
-    pub async fn heartbeat(&self, id: &WorkerId) -> Result<Heartbeat> {
+    /// Renews a worker's lease and records when it was last seen, and whether it is
+    /// draining (then it gets no new fold).
+    pub async fn heartbeat(&self, id: &WorkerId, draining: bool) -> Result<Heartbeat> {
         let now = now_ms();
         let beat = {
             let mut live = self.live();
             let suspect = live.is_suspect(id);
-            let known = live.heartbeat(id, self.lease, now);
+            let known = live.heartbeat(id, self.lease, now, draining);
             Heartbeat {
                 known,
                 cleared: suspect && known,
@@ -216,7 +217,7 @@ mod tests {
             .unwrap();
         workers.suspect(&id);
         assert!(!workers.has_free_slot());
-        let beat = workers.heartbeat(&id).await.unwrap();
+        let beat = workers.heartbeat(&id, false).await.unwrap();
         assert_eq!((beat.known, beat.cleared), (true, true));
         assert!(workers.has_free_slot());
         let held = workers.claim_slot(AttemptId(9)).unwrap();
@@ -224,7 +225,7 @@ mod tests {
         let expired = workers.expire(Instant::now() + Duration::from_secs(1));
         assert_eq!(expired, vec![(id.clone(), vec![AttemptId(9)])]);
         assert!(workers.workers().is_empty());
-        let beat = workers.heartbeat(&id).await.unwrap();
+        let beat = workers.heartbeat(&id, false).await.unwrap();
         assert_eq!((beat.known, beat.cleared), (false, false));
         // Releasing a slot of a worker that is gone is harmless.
         workers.release(&held, AttemptId(9));

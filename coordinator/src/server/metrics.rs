@@ -158,7 +158,7 @@ mod tests {
         let beating = scheduler.clone();
         let beats = tokio::spawn(async move {
             loop {
-                let _ = beating.heartbeat(&WorkerId::new("w1")).await;
+                let _ = beating.heartbeat(&WorkerId::new("w1"), false).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });

@@ -227,7 +227,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         }
         let known = self
             .scheduler
-            .heartbeat(&WorkerId::new(r.worker_id))
+            .heartbeat(&WorkerId::new(r.worker_id), r.draining)
             .await?;
         Ok(Response::new(pb::HeartbeatResponse { known }))
     }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use foldtrain_proto::pb::coordinator_server::CoordinatorServer;
+use foldtrain_proto::runtime::health::Health;
 use foldtrain_proto::runtime::metrics_http::MetricsServer;
 use foldtrain_proto::{CONNECTION_WINDOW, STREAM_WINDOW};
 use tokio::sync::oneshot;
@@ -101,6 +102,9 @@ pub async fn start_with_launcher(
         .max_decoding_message_size(config.max_message_size)
         .max_encoding_message_size(config.max_message_size);
     let service = InterceptedService::new(service, BearerAuth::new(config.token.as_deref()));
+    // Probes ask without a token: the health service stays outside the bearer check.
+    let (health, health_service) = Health::new::<CoordinatorServer<CoordinatorService>>().await;
+    health.set(true).await;
     // The metrics endpoint stops when the gRPC server does, whichever way that happens.
     let (stopped, stop_metrics) = oneshot::channel::<()>();
     let metrics = match config.metrics_listen {
@@ -119,9 +123,11 @@ pub async fn start_with_launcher(
         let result = Server::builder()
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(CONNECTION_WINDOW))
+            .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
                 shutdown.await;
+                health.set(false).await;
                 stopping.shutdown();
             })
             .await;

@@ -403,6 +403,7 @@ async fn a_job_runs_from_upload_to_downloaded_results() {
         .heartbeat(pb::HeartbeatRequest {
             worker_id: "stranger".into(),
             busy_slots: 0,
+            draining: false,
         })
         .await
         .unwrap()

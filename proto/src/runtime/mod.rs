@@ -1,7 +1,9 @@
 //! The plumbing both binaries share around the contract: telemetry, trace propagation,
-//! bearer-token auth, the `/metrics` endpoint, shutdown on a signal and panic messages.
+//! bearer-token auth, the `/metrics` endpoint, the gRPC health service, shutdown on a
+//! signal and panic messages.
 
 pub mod auth;
+pub mod health;
 pub mod metrics_http;
 mod panic;
 pub mod propagation;

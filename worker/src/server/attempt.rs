@@ -19,7 +19,7 @@ use super::metrics::AttemptMetrics;
 use super::service::Shared;
 use super::slots::SlotLease;
 use crate::data::HashDirSource;
-use crate::train::{EventSink, SinkClosed, TrainError, spawn_fold};
+use crate::train::{EventSink, FoldControl, SinkClosed, TrainError, spawn_fold};
 
 pub type EventSender = mpsc::Sender<Result<pb::FoldEvent, Status>>;
 
@@ -28,7 +28,7 @@ pub struct Attempt {
     pub task: FoldTask,
     pub resume_blob: Option<BlobHash>,
     pub lease: SlotLease,
-    pub cancel: Arc<AtomicBool>,
+    pub control: Arc<FoldControl>,
     pub tx: EventSender,
 }
 
@@ -64,8 +64,9 @@ impl WireSink {
 
 impl EventSink for WireSink {
     fn send(&mut self, event: FoldEvent) -> Result<(), SinkClosed> {
-        // A worker that shuts down ends its streams without a verdict, so the
-        // coordinator counts the attempt as lost and retries it elsewhere.
+        // A worker whose drain ran out of time ends its streams without a verdict, so
+        // the coordinator counts the attempt as lost and retries it elsewhere. (A
+        // draining fold still sends its checkpoint and verdict through here.)
         if self.stopping.load(Ordering::Relaxed) {
             return Err(SinkClosed);
         }
@@ -120,19 +121,19 @@ pub async fn run_attempt(shared: Arc<Shared>, attempt: Attempt) {
         task,
         resume_blob,
         lease,
-        cancel,
+        control,
         tx,
     } = attempt;
     // The caller dropping the stream (an abandoned attempt) stops training.
     let watcher = {
-        let (tx, cancel) = (tx.clone(), cancel.clone());
+        let (tx, control) = (tx.clone(), control.clone());
         tokio::spawn(async move {
             tx.closed().await;
-            cancel.store(true, Ordering::Relaxed);
+            control.cancel();
         })
     };
     let ids = (task.job_id.clone(), task.fold, task.attempt);
-    if let Err(e) = train(&shared, task, resume_blob, lease, &cancel, &tx).await {
+    if let Err(e) = train(&shared, task, resume_blob, lease, &control, &tx).await {
         warn!(error = %e, "fold attempt failed before training");
         foldtrain_proto::runtime::telemetry::mark_span_failed(&tracing::Span::current(), &e);
         send_failure(&tx, &ids, e.to_failure()).await;
@@ -145,14 +146,14 @@ async fn train(
     mut task: FoldTask,
     resume_blob: Option<BlobHash>,
     lease: SlotLease,
-    cancel: &Arc<AtomicBool>,
+    control: &Arc<FoldControl>,
     tx: &EventSender,
 ) -> Result<(), WorkerError> {
     let started = Instant::now();
     fetch_inputs(shared, &mut task, resume_blob).await?;
     let source = Arc::new(HashDirSource::new(shared.cache.dir()));
     let sink = WireSink::new(shared, &task, lease, tx.clone());
-    let thread = spawn_fold(task, source, sink, cancel.clone(), shared.run_options)
+    let thread = spawn_fold(task, source, sink, control.clone(), shared.run_options)
         .map_err(|e| internal("starting the training thread", e))?;
     let joined = tokio::task::spawn_blocking(move || thread.join())
         .await
@@ -194,8 +195,8 @@ async fn fetch_inputs(
 }
 
 /// Logs how training ended. The fold's own events already told the caller, except when
-/// the worker is shutting down: then the stream ends as unavailable, so the attempt
-/// counts as lost and is retried elsewhere.
+/// the worker's drain ran out of time: then the stream ends as unavailable, so the
+/// attempt counts as lost and is retried elsewhere.
 async fn report_outcome(
     shared: &Shared,
     outcome: Result<FoldSummary, TrainError>,
@@ -220,6 +221,10 @@ async fn report_outcome(
         }
         // run_fold has already sent the failure, or the caller is gone.
         Err(TrainError::SinkClosed(_)) => info!("fold stopped: the caller went away"),
+        Err(e @ TrainError::Drained { .. }) => info!(
+            seconds = started.elapsed().as_secs_f64(),
+            "{e}; the coordinator resumes it elsewhere"
+        ),
         Err(e) => info!(cause = e.cause().as_str(), "fold failed"),
     }
 }

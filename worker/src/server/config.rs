@@ -4,6 +4,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use foldtrain_proto::runtime::auth::validate_token;
 use foldtrain_proto::{CHUNK_SIZE, MAX_MESSAGE_SIZE};
@@ -35,7 +36,14 @@ pub struct WorkerConfig {
     pub max_message_size: usize,
     /// Where to serve Prometheus metrics at `/metrics`; None: nothing listens.
     pub metrics_listen: Option<SocketAddr>,
+    /// On shutdown, how long running folds get to hand back a checkpoint at the end of
+    /// their current batch before they are stopped where they are (and count as lost).
+    pub drain_timeout: Duration,
 }
+
+/// The default `drain_timeout`: a DenseNet121 batch takes seconds even on a CPU, and a
+/// checkpoint streams in a few more.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,6 +58,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("run_options", &self.run_options)
             .field("max_message_size", &self.max_message_size)
             .field("metrics_listen", &self.metrics_listen)
+            .field("drain_timeout", &self.drain_timeout)
             .finish()
     }
 }
@@ -67,6 +76,7 @@ impl Default for WorkerConfig {
             run_options: RunOptions::default(),
             max_message_size: MAX_MESSAGE_SIZE,
             metrics_listen: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }

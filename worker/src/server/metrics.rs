@@ -135,7 +135,7 @@ impl WorkerMetrics {
     fn register_occupancy(&self, registry: &mut Registry, slots: usize) {
         let slot_count: Gauge = Gauge::default();
         slot_count.set(slots as i64);
-        registry.register("slots", "Slots this worker serves", slot_count);
+        registry.register("served_slots", "Slots this worker serves (the coordinator's foldtrain_worker_slots counts every worker's)", slot_count);
         registry.register(
             "busy_slots",
             "Slots training a fold right now",
@@ -319,7 +319,7 @@ mod tests {
     fn progress_events_become_throughput_batch_times_and_images() {
         let metrics = WorkerMetrics::new(&[Slot::Cpu, Slot::Cuda(1)]);
         let idle = metrics.render(0, &[]).unwrap();
-        assert_eq!(sample(&idle, "foldtrain_worker_slots"), 2.0);
+        assert_eq!(sample(&idle, "foldtrain_worker_served_slots"), 2.0);
         assert_eq!(
             sample(
                 &idle,

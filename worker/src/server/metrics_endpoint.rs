@@ -80,7 +80,7 @@ mod tests {
             .unwrap();
         assert_eq!(status, 200, "{head}");
         for line in [
-            "foldtrain_worker_slots 1",
+            "foldtrain_worker_served_slots 1",
             "foldtrain_worker_busy_slots 0",
             r#"foldtrain_worker_images_trained_total{slot="cpu"} 0"#,
             r#"foldtrain_worker_batch_duration_seconds_count{slot="cpu"} 0"#,

@@ -1,6 +1,10 @@
 //! Staying registered with the coordinator: register, heartbeat every third of the
 //! lease with the busy slot count, and register again whenever the coordinator forgets
-//! this worker or cannot be reached, backing off up to [`MAX_BACKOFF`]. Never gives up.
+//! this worker or cannot be reached, backing off up to [`MAX_BACKOFF`]. Never gives up,
+//! except while draining: then a forgotten worker stays forgotten.
+//!
+//! The health service says SERVING once registered. When draining begins it says
+//! NOT_SERVING, and a heartbeat tells the coordinator at once, so no new fold comes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +25,10 @@ pub async fn stay_registered(shared: Arc<Shared>, registration: pb::RegisterWork
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0u32;
     loop {
+        if shared.is_draining() {
+            info!("draining: not registering again");
+            return;
+        }
         let lease = match client.register_worker(registration.clone()).await {
             Ok(response) => Duration::from_millis(response.into_inner().lease_ms),
             Err(status) => {
@@ -46,7 +54,9 @@ pub async fn stay_registered(shared: Arc<Shared>, registration: pb::RegisterWork
         );
         backoff = FIRST_BACKOFF;
         failures = 0;
+        shared.health.set(!shared.is_draining()).await;
         heartbeat_until_forgotten(&shared, &mut client, lease).await;
+        shared.health.set(false).await;
     }
 }
 
@@ -59,10 +69,14 @@ async fn heartbeat_until_forgotten(
 ) {
     let period = (lease / 3).max(MIN_HEARTBEAT);
     loop {
-        tokio::time::sleep(period).await;
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = shared.drain_started.notified() => {}
+        }
         let request = pb::HeartbeatRequest {
             worker_id: shared.worker_id.clone(),
             busy_slots: shared.slots.busy() as u32,
+            draining: shared.is_draining(),
         };
         match client.heartbeat(request).await {
             Ok(response) if response.get_ref().known => {}

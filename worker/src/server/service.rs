@@ -4,15 +4,17 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use foldtrain_proto::runtime::health::Health;
 use foldtrain_proto::runtime::propagation::adopt_trace_context;
 use foldtrain_proto::runtime::telemetry::mark_span_failed;
 use foldtrain_proto::{BlobHash, FoldTask, ProtoError, pb};
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, field, info, info_span};
+use tracing::{Instrument, field, info, info_span, warn};
 
 use super::WorkerError;
 use super::attempt::{Attempt, run_attempt};
@@ -20,7 +22,7 @@ use super::cache::BlobCache;
 use super::client::Coordinator;
 use super::metrics::WorkerMetrics;
 use super::slots::SlotTable;
-use crate::train::RunOptions;
+use crate::train::{FoldControl, RunOptions};
 
 /// What every attempt and the registration loop share.
 pub struct Shared {
@@ -30,14 +32,50 @@ pub struct Shared {
     pub slots: SlotTable,
     pub cache: Arc<BlobCache>,
     pub run_options: RunOptions,
-    /// Set once shutdown begins: no new attempts, running ones end as lost.
+    /// Set once shutdown begins: no new attempts, and running ones hand their folds back
+    /// with a checkpoint at the end of their current batch.
+    pub draining: AtomicBool,
+    /// Wakes the registration loop when draining begins, so the coordinator hears of it
+    /// at once.
+    pub drain_started: Notify,
+    /// Set when draining ran out of time: running attempts end as lost.
     pub stopping: Arc<AtomicBool>,
     /// Counted from every attempt's events; served when `--metrics-listen` is set.
     pub metrics: WorkerMetrics,
+    /// NOT_SERVING until registered, and again once draining begins.
+    pub health: Health,
 }
 
 impl Shared {
-    pub fn begin_stop(&self) {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Shutdown, step one: refuse new folds, tell the health service and the coordinator,
+    /// and ask running folds to hand themselves back.
+    pub async fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.health.set(false).await;
+        self.drain_started.notify_one();
+        let busy = self.slots.busy();
+        info!(
+            busy,
+            "draining: running folds hand back a checkpoint at the end of their batch"
+        );
+        self.slots.drain_all();
+    }
+
+    /// Shutdown, step two, when draining took longer than `timeout`: stop what still runs.
+    pub async fn stop_after(&self, timeout: Duration) {
+        tokio::time::sleep(timeout).await;
+        let busy = self.slots.busy();
+        if busy > 0 {
+            warn!(
+                busy,
+                timeout_s = timeout.as_secs_f64(),
+                "draining took too long; stopping the folds still running"
+            );
+        }
         self.stopping.store(true, Ordering::Relaxed);
         self.slots.cancel_all();
     }
@@ -68,7 +106,7 @@ impl pb::worker_server::Worker for WorkerService {
         request: Request<pb::FoldTask>,
     ) -> Result<Response<Self::TrainFoldStream>, Status> {
         let shared = &self.shared;
-        if shared.stopping.load(Ordering::Relaxed) {
+        if shared.is_draining() {
             return Err(Status::unavailable(format!(
                 "worker {} is shutting down",
                 shared.worker_id
@@ -96,14 +134,14 @@ impl pb::worker_server::Worker for WorkerService {
         );
         // Before the span is first entered: a started span can no longer change parent.
         adopt_trace_context(&span, &metadata);
-        let cancel = Arc::new(AtomicBool::new(false));
+        let control = FoldControl::new();
         let what = format!(
             "fold {} of job {} (attempt {})",
             task.fold, task.job_id, task.attempt
         );
         let lease = shared
             .slots
-            .acquire(device_index, what, cancel.clone())
+            .acquire(device_index, what, control.clone())
             .inspect_err(|e| {
                 span.in_scope(|| info!(error = %e, "task refused"));
                 mark_span_failed(&span, e);
@@ -124,7 +162,7 @@ impl pb::worker_server::Worker for WorkerService {
             task,
             resume_blob,
             lease,
-            cancel,
+            control,
             tx,
         };
         tokio::spawn(run_attempt(shared.clone(), attempt).instrument(span));

@@ -1,17 +1,17 @@
 //! Which of this worker's slots are training, so an attempt only starts on a free slot
 //! named by the task, and heartbeats report how many are busy.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::WorkerError;
 use crate::device::Slot;
+use crate::train::FoldControl;
 
 /// The attempt holding a slot.
 #[derive(Debug)]
 struct Holder {
     what: String,
-    cancel: Arc<AtomicBool>,
+    control: Arc<FoldControl>,
 }
 
 #[derive(Debug)]
@@ -42,12 +42,12 @@ impl SlotTable {
     }
 
     /// Takes the slot with wire index `device_index` (-1: the CPU) for `what`, whose
-    /// training stops when `cancel` is set.
+    /// training `control` stops.
     pub fn acquire(
         &self,
         device_index: i32,
         what: String,
-        cancel: Arc<AtomicBool>,
+        control: Arc<FoldControl>,
     ) -> Result<SlotLease, WorkerError> {
         let Some(position) = self.0.slots.iter().position(|s| s.index() == device_index) else {
             let slots: Vec<String> = self
@@ -70,7 +70,7 @@ impl SlotTable {
                 holder: holder.what.clone(),
             });
         }
-        holders[position] = Some(Holder { what, cancel });
+        holders[position] = Some(Holder { what, control });
         Ok(SlotLease {
             table: self.clone(),
             position,
@@ -84,7 +84,15 @@ impl SlotTable {
     /// Asks every running attempt to stop at its next batch.
     pub fn cancel_all(&self) {
         for holder in self.lock().iter().flatten() {
-            holder.cancel.store(true, Ordering::Relaxed);
+            holder.control.cancel();
+        }
+    }
+
+    /// Asks every running attempt to hand its fold back, with a checkpoint, at the end
+    /// of its current batch.
+    pub fn drain_all(&self) {
+        for holder in self.lock().iter().flatten() {
+            holder.control.drain();
         }
     }
 }
@@ -112,8 +120,8 @@ impl Drop for SlotLease {
 mod tests {
     use super::*;
 
-    fn flag() -> Arc<AtomicBool> {
-        Arc::new(AtomicBool::new(false))
+    fn flag() -> Arc<FoldControl> {
+        FoldControl::new()
     }
 
     #[test]
@@ -148,12 +156,15 @@ mod tests {
     }
 
     #[test]
-    fn cancel_all_reaches_every_holder() {
+    fn drain_and_cancel_reach_every_holder() {
         let table = SlotTable::new("w1", vec![Slot::Cuda(0), Slot::Cuda(1)]);
         let (a, b) = (flag(), flag());
         let _la = table.acquire(0, "a".into(), a.clone()).unwrap();
         let _lb = table.acquire(1, "b".into(), b.clone()).unwrap();
+        table.drain_all();
+        assert!(a.is_draining() && b.is_draining());
+        assert!(!a.is_cancelled() && !b.is_cancelled());
         table.cancel_all();
-        assert!(a.load(Ordering::Relaxed) && b.load(Ordering::Relaxed));
+        assert!(a.is_cancelled() && b.is_cancelled());
     }
 }

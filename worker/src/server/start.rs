@@ -6,10 +6,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use foldtrain_proto::pb;
 use foldtrain_proto::pb::worker_server::WorkerServer;
 use foldtrain_proto::runtime::auth::BearerAuth;
+use foldtrain_proto::runtime::health::{Health, HealthApi, HealthServer};
 use foldtrain_proto::runtime::metrics_http::MetricsServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -96,7 +98,8 @@ pub async fn start(
     if config.token.is_none() && !addr.ip().is_loopback() {
         warn!(%addr, "listening beyond loopback without a token: anyone who reaches this port can make the worker train");
     }
-    let shared = Arc::new(shared_state(&config, cache)?);
+    let (health, health_service) = Health::new::<WorkerServer<WorkerService>>().await;
+    let shared = Arc::new(shared_state(&config, cache, health)?);
     let registration = registration(&shared, &config, &url, host);
     let service = worker_service(&config, &shared);
     info!(
@@ -118,8 +121,9 @@ pub async fn start(
         shared: shared.clone(),
         registering,
         stopped,
+        drain_timeout: config.drain_timeout,
     };
-    let task = tokio::spawn(serving.run(service, shutdown));
+    let task = tokio::spawn(serving.run(service, health_service, shutdown));
     Ok(WorkerHandle {
         addr,
         url,
@@ -160,7 +164,11 @@ fn advertised_url(advertise: Option<&str>, addr: SocketAddr, host: &str) -> Stri
     }
 }
 
-fn shared_state(config: &WorkerConfig, cache: BlobCache) -> Result<Shared, WorkerError> {
+fn shared_state(
+    config: &WorkerConfig,
+    cache: BlobCache,
+    health: Health,
+) -> Result<Shared, WorkerError> {
     let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
     Ok(Shared {
         client: coordinator_client(
@@ -172,8 +180,11 @@ fn shared_state(config: &WorkerConfig, cache: BlobCache) -> Result<Shared, Worke
         slots: SlotTable::new(worker_id.clone(), config.slots.clone()),
         cache: Arc::new(cache),
         run_options: config.run_options,
+        draining: AtomicBool::new(false),
+        drain_started: Default::default(),
         stopping: Arc::new(AtomicBool::new(false)),
         metrics: WorkerMetrics::new(&config.slots),
+        health,
         worker_id,
     })
 }
@@ -234,25 +245,31 @@ struct Serving {
     registering: JoinHandle<()>,
     /// Dropped when serving ends, which stops the metrics endpoint.
     stopped: oneshot::Sender<()>,
+    drain_timeout: Duration,
 }
 
 impl Serving {
-    /// Serves until `shutdown` resolves; then running attempts are stopped and
-    /// registration ends.
+    /// Serves until `shutdown` resolves. Then it drains: no new fold, running folds hand
+    /// back a checkpoint at the end of their batch (stopped where they are after
+    /// `drain_timeout`), and the server ends once their streams have.
     async fn run(
         self,
         service: GrpcService,
+        health: HealthServer<impl HealthApi>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WorkerError> {
-        let stopping = self.shared.clone();
+        let draining = self.shared.clone();
+        let timeout = self.drain_timeout;
         let result = Server::builder()
             .initial_stream_window_size(Some(foldtrain_proto::STREAM_WINDOW))
             .initial_connection_window_size(Some(foldtrain_proto::CONNECTION_WINDOW))
+            .add_service(health)
             .add_service(service)
             .serve_with_incoming_shutdown(TcpIncoming::from(self.listener), async move {
                 shutdown.await;
                 info!("worker shutting down");
-                stopping.begin_stop();
+                draining.begin_drain().await;
+                tokio::spawn(async move { draining.stop_after(timeout).await });
             })
             .await;
         self.registering.abort();

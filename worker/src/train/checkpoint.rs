@@ -13,6 +13,7 @@ use tch::{Device, Kind, Tensor};
 use super::adam::AdamState;
 use super::amp::ScalerState;
 use super::callbacks::{BestCheckpoint, EarlyStopping, ReduceLrOnPlateau};
+use super::meter::EpochMeter;
 
 const METADATA_KEY: &str = "foldtrain.resume";
 pub const FORMAT_VERSION: u32 = 1;
@@ -34,10 +35,23 @@ pub struct ResumeState {
     pub reduce_lr: ReduceLrOnPlateau,
     pub scaler: Option<ScalerState>,
     pub history: Vec<EpochRecord>,
+    /// Set when the checkpoint was taken part way through epoch `epochs_done + 1` (a
+    /// draining worker handing the fold back): training continues at its next batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_epoch: Option<PartialEpoch>,
     /// Randomness is never carried from epoch to epoch: shuffles and augmentations are
     /// drawn from (seed, fold, epoch) and the global generator is seeded from (seed, fold)
     /// only for initialisation. Recorded so the file documents it.
     pub rng: String,
+}
+
+/// How far an unfinished epoch got: its first `batches_done` training batches are in the
+/// weights, and `meter` has counted their rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    pub epoch: u32,
+    pub batches_done: u32,
+    pub meter: EpochMeter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +186,7 @@ mod tests {
                 val_loss: 0.7,
                 ..Default::default()
             }],
+            partial_epoch: None,
             rng: "derived from (seed, fold, epoch)".into(),
         }
     }

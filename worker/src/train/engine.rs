@@ -14,7 +14,7 @@ use tracing::{Span, info_span, warn};
 use super::checkpoint::CheckpointError;
 use super::error::TrainError;
 use super::fit::fit;
-use super::options::RunOptions;
+use super::options::{FoldControl, RunOptions};
 use super::predict::{PredictError, PredictOptions, softmax_rows};
 use super::setup::FoldRun;
 use super::sink::EventSink;
@@ -22,16 +22,16 @@ use crate::data::BlobSource;
 
 /// Trains the fold on the calling thread. On success sends `Done`; on failure sends
 /// `Failed` (unless the sink itself is gone) and returns the error, so a caller only
-/// forwards events. Cancellation is checked before every batch.
+/// forwards events. Cancel and drain requests are checked before every batch.
 pub fn run_fold(
     task: &FoldTask,
     source: Arc<dyn BlobSource>,
     sink: &mut dyn EventSink,
-    cancel: &AtomicBool,
+    control: &FoldControl,
     options: RunOptions,
 ) -> Result<FoldSummary, TrainError> {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train(task, source, sink, cancel, options)
+        train(task, source, sink, control, options)
     }))
     .unwrap_or_else(|panic| Err(TrainError::Panic(panic_message(panic.as_ref()))));
     // The model and optimizer are dropped by now, so the slot is free once the verdict
@@ -52,12 +52,12 @@ fn train(
     task: &FoldTask,
     source: Arc<dyn BlobSource>,
     sink: &mut dyn EventSink,
-    cancel: &AtomicBool,
+    control: &FoldControl,
     options: RunOptions,
 ) -> Result<FoldSummary, TrainError> {
     let mut run = FoldRun::prepare(task, source, options)?;
-    let early_stopped = fit(&mut run, sink, cancel)?;
-    send_probabilities(&run, sink, cancel)?;
+    let early_stopped = fit(&mut run, sink, control)?;
+    send_probabilities(&run, sink, control.cancel_flag())?;
     Ok(FoldSummary {
         best_epoch: run.state.best.best_epoch,
         best_val_loss: run.state.best.best,
@@ -122,7 +122,7 @@ mod tests {
     fn a_fold_streams_epochs_then_probabilities_then_its_summary() {
         let (task, source) = tiny_fold(8, 5, 3, 2);
         let mut events = Vec::new();
-        let never = AtomicBool::new(false);
+        let never = FoldControl::default();
         let summary = run_fold(
             &task,
             shared(source),
@@ -179,7 +179,7 @@ mod tests {
         let (task, mut source) = tiny_fold(8, 3, 1, 1);
         source.corrupt("train05.png");
         let mut events = Vec::new();
-        let never = AtomicBool::new(false);
+        let never = FoldControl::default();
         let err = run_fold(
             &task,
             shared(source),
@@ -221,7 +221,7 @@ mod tests {
             }
         }
         let (task, source) = tiny_fold(8, 3, 1, 1);
-        let never = AtomicBool::new(false);
+        let never = FoldControl::default();
         let err = run_fold(
             &task,
             shared(source),

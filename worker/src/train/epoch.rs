@@ -1,16 +1,18 @@
 //! One epoch: the training pass over the shuffled train split (its meter, progress events
 //! and sampled batch spans), then the validation pass, summed up as an `EpochRecord`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use foldtrain_proto::FoldEvent;
+use foldtrain_proto::task::CheckpointKind;
 use foldtrain_proto::task::EpochRecord;
-use tracing::{debug, info_span};
+use tracing::{debug, info, info_span};
 
+use super::checkpoint::PartialEpoch;
 use super::error::TrainError;
 use super::evaluate::{Validation, validate};
 use super::meter::EpochMeter;
+use super::options::FoldControl;
 use super::setup::FoldRun;
 use super::sink::EventSink;
 use super::spans::BatchSpans;
@@ -21,10 +23,10 @@ pub(crate) fn run_epoch(
     run: &mut FoldRun<'_>,
     epoch: u32,
     sink: &mut dyn EventSink,
-    cancel: &AtomicBool,
+    control: &FoldControl,
 ) -> Result<EpochRecord, TrainError> {
     let started = Instant::now();
-    let meter = train_pass(run, epoch, sink, cancel, started)?;
+    let (meter, rows_before) = train_pass(run, epoch, sink, control, started)?;
     let train_seconds = started.elapsed().as_secs_f64();
     let classes = run.classes();
     let train = meter.finish(classes);
@@ -32,7 +34,7 @@ pub(crate) fn run_epoch(
         fold: run.fold(),
         epoch,
         batch_size: run.batch_size(),
-        cancel,
+        cancel: control.cancel_flag(),
     };
     let val = info_span!("evaluate", fold = pass.fold, epoch)
         .in_scope(|| validate(&run.learner, &run.loaders.val, &pass))?
@@ -46,33 +48,43 @@ pub(crate) fn run_epoch(
         val_accuracy: val.accuracy,
         val_f1: val.f1,
         lr: run.learner.adam.lr(),
-        images_per_sec: train.rows as f64 / train_seconds.max(1e-9),
+        images_per_sec: (train.rows - rows_before) as f64 / train_seconds.max(1e-9),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
 /// One step per batch of the epoch's shuffled, augmented train split, checking for
-/// cancellation before each and reporting progress every `progress_every` batches.
+/// cancel and drain requests before each and reporting progress every `progress_every`
+/// batches. An epoch that a resumed checkpoint stopped in continues at its next batch.
+/// Returns the meter and how many of its rows were counted before this run.
 fn train_pass(
     run: &mut FoldRun<'_>,
     epoch: u32,
     sink: &mut dyn EventSink,
-    cancel: &AtomicBool,
+    control: &FoldControl,
     started: Instant,
-) -> Result<EpochMeter, TrainError> {
+) -> Result<(EpochMeter, u64), TrainError> {
     let (fold, seed) = (run.fold(), run.task.config.split.seed);
-    let order = epoch_order(run.task.train.len(), seed, fold, epoch);
+    let batch_size = run.batch_size();
+    let mut order = epoch_order(run.task.train.len(), seed, fold, epoch);
+    let num_batches = order.len().div_ceil(batch_size) as u32;
+    let (skip, mut meter) = match run.state.partial_epoch.take() {
+        Some(p) if p.epoch == epoch => (p.batches_done, p.meter),
+        _ => (0, EpochMeter::default()),
+    };
+    let rows_before = meter.rows();
+    // Each image's augmentation depends on (seed, image), not on its place in the
+    // batches, so leaving out the first batches changes nothing in the rest.
+    order.drain(..(skip as usize * batch_size).min(order.len()));
     let augment_seed = Some(epoch_seed(seed, fold, epoch));
-    let batches = run
-        .loaders
-        .train
-        .batches(order, run.batch_size(), augment_seed);
-    let num_batches = batches.num_batches() as u32;
+    let batches = run.loaders.train.batches(order, batch_size, augment_seed);
     let spans = BatchSpans::every(run.options.batch_span_every);
-    let mut meter = EpochMeter::default();
-    for (b, batch) in batches.enumerate() {
-        if cancel.load(Ordering::Relaxed) {
+    for (b, batch) in (skip as usize..).zip(batches) {
+        if control.is_cancelled() {
             return Err(TrainError::Cancelled { fold });
+        }
+        if control.is_draining() {
+            return Err(hand_back(run, epoch, b as u32, skip, meter, sink));
         }
         let batch = batch?;
         if batch.len() == 1 && num_batches > 1 {
@@ -97,10 +109,76 @@ fn train_pass(
         }
         meter.add_logits(output.loss, &batch.labels, &output.logits)?;
         if done.is_multiple_of(run.options.progress_every.max(1)) || done == num_batches {
-            sink.send(progress(epoch, done, num_batches, &meter, started))?;
+            let rows = meter.rows() - rows_before;
+            sink.send(progress(epoch, done, num_batches, &meter, rows, started))?;
         }
     }
-    Ok(meter)
+    Ok((meter, rows_before))
+}
+
+/// Stops a draining fold before batch `next` (zero-based) of `epoch`. When this run
+/// trained any batch since the last latest checkpoint, sends one that resumes at `next`.
+/// Returns the error that ends the fold; a failure to checkpoint replaces it.
+fn hand_back(
+    run: &FoldRun<'_>,
+    epoch: u32,
+    next: u32,
+    resumed_at: u32,
+    meter: EpochMeter,
+    sink: &mut dyn EventSink,
+) -> TrainError {
+    let fold = run.fold();
+    let drained = TrainError::Drained {
+        fold,
+        epoch,
+        batches_done: next,
+    };
+    if next == resumed_at {
+        // Nothing new since the checkpoint this epoch began (or resumed) from.
+        info!(
+            fold,
+            epoch,
+            batch = next,
+            "draining: no batch since the last checkpoint"
+        );
+        return drained;
+    }
+    let partial = PartialEpoch {
+        epoch,
+        batches_done: next,
+        meter,
+    };
+    let l = &run.learner;
+    let sent = run
+        .state
+        .encode(
+            &l.vs,
+            &l.adam,
+            l.scaler.as_ref(),
+            run.best.as_ref(),
+            Some(partial),
+        )
+        .and_then(|bytes| {
+            info!(
+                fold,
+                epoch,
+                batch = next,
+                bytes = bytes.len(),
+                "draining: checkpoint of the epoch in progress"
+            );
+            sink.send(FoldEvent::Checkpoint {
+                kind: CheckpointKind::Latest,
+                // The coordinator's record: epochs complete; the file says how far the
+                // next one got.
+                epoch: run.state.epochs_done,
+                bytes,
+            })
+            .map_err(TrainError::from)
+        });
+    match sent {
+        Ok(()) => drained,
+        Err(e) => e,
+    }
 }
 
 /// The running epoch's mean loss and throughput after `done` of `batches` batches.
@@ -109,6 +187,7 @@ fn progress(
     done: u32,
     batches: u32,
     meter: &EpochMeter,
+    rows_this_run: u64,
     started: Instant,
 ) -> FoldEvent {
     FoldEvent::Progress {
@@ -116,7 +195,7 @@ fn progress(
         batch: done,
         batches,
         loss: meter.mean_loss(),
-        images_per_sec: meter.rows() as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        images_per_sec: rows_this_run as f64 / started.elapsed().as_secs_f64().max(1e-9),
         phase: "train",
     }
 }
@@ -124,7 +203,10 @@ fn progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use crate::train::options::RunOptions;
+    use crate::train::sink::SinkClosed;
     use crate::train::test_fold::{shared, tiny_fold};
 
     fn every_batch() -> RunOptions {
@@ -140,7 +222,7 @@ mod tests {
         let (task, source) = tiny_fold(9, 5, 1, 1);
         let mut run = FoldRun::prepare(&task, shared(source), every_batch()).unwrap();
         let mut events = Vec::new();
-        let never = AtomicBool::new(false);
+        let never = FoldControl::default();
         let record = run_epoch(&mut run, 1, &mut events, &never).unwrap();
 
         let progress: Vec<(u32, u32, u32)> = events
@@ -172,9 +254,11 @@ mod tests {
         let mut start = FoldRun::prepare(&task, source.clone(), every_batch()).unwrap();
         start.state.epochs_done = 1;
         let l = &start.learner;
-        let bytes = start.state.encode(&l.vs, &l.adam, l.scaler.as_ref(), None);
+        let bytes = start
+            .state
+            .encode(&l.vs, &l.adam, l.scaler.as_ref(), None, None);
         task.resume = Some(bytes.unwrap());
-        let never = AtomicBool::new(false);
+        let never = FoldControl::default();
         let record = |epoch| {
             let mut run = FoldRun::prepare(&task, source.clone(), every_batch()).unwrap();
             let r = run_epoch(&mut run, epoch, &mut Vec::new(), &never).unwrap();
@@ -189,10 +273,118 @@ mod tests {
         let (task, source) = tiny_fold(8, 3, 1, 1);
         let mut run = FoldRun::prepare(&task, shared(source), every_batch()).unwrap();
         let mut events = Vec::new();
-        let cancelled = AtomicBool::new(true);
+        let cancelled = FoldControl::default();
+        cancelled.cancel();
         let err = run_epoch(&mut run, 1, &mut events, &cancelled).unwrap_err();
         assert!(matches!(err, TrainError::Cancelled { fold: 0 }), "{err}");
         assert!(events.is_empty());
         assert_eq!(run.learner.adam.state().iterations, 0);
+    }
+
+    /// Asks for a drain once the training pass reports batch `after`.
+    struct DrainAfter {
+        after: u32,
+        control: Arc<FoldControl>,
+        events: Vec<FoldEvent>,
+    }
+
+    impl EventSink for DrainAfter {
+        fn send(&mut self, event: FoldEvent) -> Result<(), SinkClosed> {
+            if let FoldEvent::Progress { batch, .. } = event
+                && batch == self.after
+            {
+                self.control.drain();
+            }
+            self.events.push(event);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_drained_epoch_resumes_at_its_next_batch_and_ends_as_if_never_stopped() {
+        // Twelve images in batches of four: three batches; the drain lands after the first.
+        let (mut task, source) = tiny_fold(12, 3, 1, 1);
+        let source = shared(source);
+        let never = FoldControl::default();
+        let numbers = |r: EpochRecord| (r.loss, r.accuracy, r.f1, r.val_loss, r.val_f1);
+
+        let mut whole = FoldRun::prepare(&task, source.clone(), every_batch()).unwrap();
+        let uninterrupted = run_epoch(&mut whole, 1, &mut Vec::new(), &never).unwrap();
+
+        let mut first = FoldRun::prepare(&task, source.clone(), every_batch()).unwrap();
+        let mut sink = DrainAfter {
+            after: 1,
+            control: FoldControl::new(),
+            events: Vec::new(),
+        };
+        let control = sink.control.clone();
+        let err = run_epoch(&mut first, 1, &mut sink, &control).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrainError::Drained {
+                    fold: 0,
+                    epoch: 1,
+                    batches_done: 1
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.cause(), foldtrain_proto::FailureCause::WorkerStopping);
+        assert_eq!(first.learner.adam.state().iterations, 1);
+        let Some(FoldEvent::Checkpoint {
+            kind: CheckpointKind::Latest,
+            epoch: 0,
+            bytes,
+        }) = sink.events.last()
+        else {
+            panic!("no checkpoint after the drain: {:?}", sink.events.last());
+        };
+        let (state, _) = crate::train::checkpoint::decode(bytes).unwrap();
+        let partial = state.partial_epoch.expect("a partial epoch");
+        assert_eq!(
+            (partial.epoch, partial.batches_done, partial.meter.rows()),
+            (1, 1, 4)
+        );
+
+        task.resume = Some(bytes.clone());
+        let mut resumed = FoldRun::prepare(&task, source, every_batch()).unwrap();
+        let mut events = Vec::new();
+        let finished = run_epoch(&mut resumed, 1, &mut events, &never).unwrap();
+        let batches: Vec<u32> = events
+            .iter()
+            .filter_map(|e| match e {
+                FoldEvent::Progress { batch, .. } => Some(*batch),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            batches,
+            [2, 3],
+            "the resumed epoch starts at its second batch"
+        );
+        assert_eq!(resumed.learner.adam.state().iterations, 3);
+        assert_eq!(numbers(finished), numbers(uninterrupted));
+    }
+
+    #[test]
+    fn a_drain_before_any_new_batch_sends_no_checkpoint() {
+        let (task, source) = tiny_fold(8, 3, 1, 1);
+        let mut run = FoldRun::prepare(&task, shared(source), every_batch()).unwrap();
+        let mut events = Vec::new();
+        let draining = FoldControl::default();
+        draining.drain();
+        let err = run_epoch(&mut run, 1, &mut events, &draining).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrainError::Drained {
+                    batches_done: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(events.is_empty(), "{events:?}");
     }
 }

@@ -40,6 +40,16 @@ pub enum TrainError {
     Panic(String),
     #[error(transparent)]
     SinkClosed(#[from] SinkClosed),
+    /// The worker is shutting down and handed the fold back after `batches_done` batches
+    /// of `epoch` (with a checkpoint, when any batch was new since the last one).
+    #[error(
+        "fold {fold} was handed back at epoch {epoch} after {batches_done} batches: the worker is shutting down"
+    )]
+    Drained {
+        fold: u32,
+        epoch: u32,
+        batches_done: u32,
+    },
 }
 
 impl TrainError {
@@ -48,6 +58,7 @@ impl TrainError {
     pub fn cause(&self) -> FailureCause {
         match self {
             TrainError::Cancelled { .. } => FailureCause::Cancelled,
+            TrainError::Drained { .. } => FailureCause::WorkerStopping,
             TrainError::NanLoss { .. } => FailureCause::NanLoss,
             TrainError::Data(DataError::Decode { .. } | DataError::InvalidName { .. }) => {
                 FailureCause::BadImage

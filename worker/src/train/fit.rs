@@ -1,8 +1,6 @@
 //! Fit: the epochs a fold has left and, after each, the callbacks' decisions (keep the best
 //! weights, stop early, lower the learning rate) and the checkpoint events they lead to.
 
-use std::sync::atomic::AtomicBool;
-
 use foldtrain_proto::FoldEvent;
 use foldtrain_proto::task::{CheckpointKind, EpochRecord};
 use tracing::info;
@@ -10,6 +8,7 @@ use tracing::info;
 use super::callbacks::LrDecision;
 use super::epoch::run_epoch;
 use super::error::TrainError;
+use super::options::FoldControl;
 use super::setup::FoldRun;
 use super::sink::EventSink;
 use super::spans::{epoch_span, record_epoch};
@@ -21,7 +20,7 @@ use crate::model::save_weights;
 pub(crate) fn fit(
     run: &mut FoldRun<'_>,
     sink: &mut dyn EventSink,
-    cancel: &AtomicBool,
+    control: &FoldControl,
 ) -> Result<bool, TrainError> {
     let mut early_stopped = false;
     for epoch in run.state.epochs_done + 1..=run.task.config.train.epochs {
@@ -31,7 +30,7 @@ pub(crate) fn fit(
         }
         let span = epoch_span(run.fold(), epoch);
         let _entered = span.enter();
-        let record = run_epoch(run, epoch, sink, cancel)?;
+        let record = run_epoch(run, epoch, sink, control)?;
         record_epoch(&span, &record);
         early_stopped = end_epoch(run, record, sink)?;
         if early_stopped {
@@ -74,7 +73,7 @@ fn end_epoch(
     let l = &run.learner;
     let bytes = run
         .state
-        .encode(&l.vs, &l.adam, l.scaler.as_ref(), run.best.as_ref())?;
+        .encode(&l.vs, &l.adam, l.scaler.as_ref(), run.best.as_ref(), None)?;
     info!(fold, epoch, bytes = bytes.len(), "latest checkpoint saved");
     sink.send(FoldEvent::Checkpoint {
         kind: CheckpointKind::Latest,
@@ -139,7 +138,7 @@ mod tests {
         let (task, source) = tiny_fold(8, 3, 1, 2);
         let mut run = FoldRun::prepare(&task, shared(source), RunOptions::default()).unwrap();
         let mut events = Vec::new();
-        let never = AtomicBool::new(false);
+        let never = FoldControl::default();
         let early_stopped = fit(&mut run, &mut events, &never).unwrap();
 
         assert!(!early_stopped);
@@ -168,7 +167,7 @@ mod tests {
         (s.early_stopping.best, s.early_stopping.patience) = (f64::NEG_INFINITY, 1);
         (s.reduce_lr.best, s.reduce_lr.patience) = (f64::NEG_INFINITY, 1);
         let mut events = Vec::new();
-        let never = AtomicBool::new(false);
+        let never = FoldControl::default();
         assert!(fit(&mut run, &mut events, &never).unwrap());
 
         // Early stopping never stops after the first epoch.

@@ -3,9 +3,12 @@
 //! every prediction of the epoch, never averaged per batch.
 
 use foldtrain_proto::metrics::ConfusionMatrix;
+use serde::{Deserialize, Serialize};
 use tch::{Device, TchError, Tensor};
 
-#[derive(Debug, Clone, Default)]
+/// Serialisable, so an epoch handed back part way (a draining worker) resumes with the
+/// rows it had already counted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochMeter {
     loss_sum: f64,
     rows: u64,

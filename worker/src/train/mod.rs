@@ -27,6 +27,6 @@ mod weights;
 
 pub use engine::run_fold;
 pub use error::TrainError;
-pub use options::{RunOptions, spawn_fold};
+pub use options::{FoldControl, RunOptions, spawn_fold};
 pub use predict::{PredictError, PredictOptions, Predictor, Probabilities};
 pub use sink::{EventSink, SinkClosed};

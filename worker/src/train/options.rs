@@ -1,8 +1,8 @@
 //! How a fold is run on this machine (not part of the job): device override, progress
-//! cadence, and the dedicated training thread.
+//! cadence, how the worker asks it to stop, and the dedicated training thread.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use foldtrain_proto::FoldTask;
@@ -33,6 +33,46 @@ impl Default for RunOptions {
     }
 }
 
+/// How the worker asks a running fold to stop; checked before every training batch.
+///
+/// - **Cancel**: the job was cancelled or the caller went away; the fold stops and ends as
+///   `cancelled`.
+/// - **Drain**: the worker is shutting down (SIGTERM). At the end of the current batch the
+///   fold sends a latest checkpoint of the epoch in progress and ends as `worker_stopping`,
+///   so another worker resumes it from that batch and less than an epoch is lost.
+#[derive(Debug, Default)]
+pub struct FoldControl {
+    cancel: AtomicBool,
+    drain: AtomicBool,
+}
+
+impl FoldControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub fn drain(&self) {
+        self.drain.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.drain.load(Ordering::Relaxed)
+    }
+
+    /// The cancel flag alone, for passes that stop only on cancel (validation, prediction).
+    pub fn cancel_flag(&self) -> &AtomicBool {
+        &self.cancel
+    }
+}
+
 /// Runs [`run_fold`] on a dedicated OS thread named after the fold, within the caller's
 /// current span. Training never runs on an async runtime: the thread owns the model and
 /// optimizer and blocks on the sink.
@@ -40,7 +80,7 @@ pub fn spawn_fold(
     task: FoldTask,
     source: Arc<dyn BlobSource>,
     mut sink: impl EventSink + 'static,
-    cancel: Arc<AtomicBool>,
+    control: Arc<FoldControl>,
     options: RunOptions,
 ) -> std::io::Result<JoinHandle<Result<FoldSummary, TrainError>>> {
     // Spans do not follow a thread by themselves: carry the caller's in, so the training
@@ -48,7 +88,7 @@ pub fn spawn_fold(
     let span = tracing::Span::current();
     std::thread::Builder::new()
         .name(format!("fold-{}", task.fold))
-        .spawn(move || span.in_scope(|| run_fold(&task, source, &mut sink, &cancel, options)))
+        .spawn(move || span.in_scope(|| run_fold(&task, source, &mut sink, &control, options)))
 }
 
 #[cfg(test)]
@@ -74,12 +114,13 @@ mod tests {
         let (mut task, source) = tiny_fold(4, 2, 1, 1);
         task.fold = foldtrain_proto::FoldIndex(3);
         let (tx, rx) = std::sync::mpsc::channel();
-        let cancel = Arc::new(AtomicBool::new(true));
+        let control = FoldControl::new();
+        control.cancel();
         let thread = spawn_fold(
             task,
             shared(source),
             ThreadNames(tx),
-            cancel,
+            control,
             RunOptions::default(),
         )
         .unwrap();

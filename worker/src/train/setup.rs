@@ -207,9 +207,11 @@ fn restore(
             &mut learner.scaler,
             learner.device,
         )?;
+        let batches_done = state.partial_epoch.as_ref().map_or(0, |p| p.batches_done);
         info!(
             fold,
             epochs_done = state.epochs_done,
+            batches_done,
             "resuming from the latest checkpoint"
         );
         return Ok(best);
@@ -264,7 +266,7 @@ mod tests {
         let l = &run.learner;
         let bytes = run
             .state
-            .encode(&l.vs, &l.adam, l.scaler.as_ref(), None)
+            .encode(&l.vs, &l.adam, l.scaler.as_ref(), None, None)
             .unwrap();
 
         task.resume = Some(bytes);

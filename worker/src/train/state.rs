@@ -11,7 +11,7 @@ use tch::{Device, Tensor};
 use super::adam::KerasAdam;
 use super::amp::GradScaler;
 use super::callbacks::{BestCheckpoint, EarlyStopping, ReduceLrOnPlateau};
-use super::checkpoint::{self, CheckpointError, FORMAT_VERSION, ResumeState};
+use super::checkpoint::{self, CheckpointError, FORMAT_VERSION, PartialEpoch, ResumeState};
 use super::error::TrainError;
 use super::weights::{Snapshot, restore_named};
 
@@ -28,6 +28,8 @@ pub(crate) struct FoldState {
     pub early_stopping: EarlyStopping,
     pub reduce_lr: ReduceLrOnPlateau,
     pub history: Vec<EpochRecord>,
+    /// The unfinished epoch a resumed checkpoint stopped in, until training takes it up.
+    pub partial_epoch: Option<PartialEpoch>,
 }
 
 impl FoldState {
@@ -47,16 +49,19 @@ impl FoldState {
                 t.reduce_lr_min_delta,
             ),
             history: Vec::new(),
+            partial_epoch: None,
         }
     }
 
-    /// The latest checkpoint: weights, best weights, Adam moments and this state.
+    /// The latest checkpoint: weights, best weights, Adam moments and this state, with
+    /// `partial` when it is taken part way through the next epoch.
     pub fn encode(
         &self,
         vs: &VarStore,
         adam: &KerasAdam,
         scaler: Option<&GradScaler>,
         best: Option<&Snapshot>,
+        partial: Option<PartialEpoch>,
     ) -> Result<Vec<u8>, TrainError> {
         let current = Snapshot(vs.variables());
         let mut tensors = current.prefixed("model.");
@@ -77,6 +82,7 @@ impl FoldState {
             reduce_lr: self.reduce_lr.clone(),
             scaler: scaler.map(GradScaler::state),
             history: self.history.clone(),
+            partial_epoch: partial,
             rng: RNG_NOTE.into(),
         };
         Ok(checkpoint::encode(&state, &tensors)?)
@@ -141,6 +147,16 @@ impl FoldState {
         self.early_stopping = saved.early_stopping;
         self.reduce_lr = saved.reduce_lr;
         self.history = saved.history;
+        self.partial_epoch = match saved.partial_epoch {
+            Some(p) if p.epoch != saved.epochs_done + 1 => {
+                return Err(CheckpointError(format!(
+                    "checkpoint stopped part way through epoch {} but has {} epochs done",
+                    p.epoch, saved.epochs_done
+                ))
+                .into());
+            }
+            partial => partial,
+        };
         Ok(best)
     }
 }
