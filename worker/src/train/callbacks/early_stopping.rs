@@ -29,7 +29,9 @@ impl EarlyStopping {
     /// Returns true when training must stop after this (one-based) epoch.
     pub fn on_epoch_end(&mut self, epoch: u32, current: f64) -> bool {
         self.wait += 1;
-        if current - self.min_delta < self.best {
+        // Keras in min mode negates min_delta and tests `current - min_delta < best`, that
+        // is `current + |min_delta| < best`: an improvement must beat best by min_delta.
+        if current + self.min_delta.abs() < self.best {
             self.best = current;
             self.wait = 0;
             return false;
@@ -62,6 +64,25 @@ mod tests {
         assert_eq!(run(2, &[1.0, 0.9, 0.95, 0.8, 0.85, 0.7]), None);
         // Equal values are not an improvement with min_delta 0.
         assert_eq!(run(1, &[1.0, 1.0]), Some(2));
+    }
+
+    #[test]
+    fn an_improvement_must_beat_the_best_by_min_delta() {
+        let mut cb = EarlyStopping::new(1);
+        cb.min_delta = 0.1;
+        assert!(!cb.on_epoch_end(1, 1.0));
+        // 0.95 is lower, but not by 0.1: no improvement, and patience 1 runs out.
+        assert!(cb.on_epoch_end(2, 0.95));
+        assert_eq!((cb.best, cb.wait), (1.0, 1));
+
+        let mut cb = EarlyStopping::new(1);
+        cb.min_delta = 0.1;
+        cb.on_epoch_end(1, 1.0);
+        assert!(!cb.on_epoch_end(2, 0.85), "0.85 beats 1.0 by more than 0.1");
+        assert_eq!((cb.best, cb.wait), (0.85, 0));
+        // Keras takes the magnitude: a negative min_delta means the same.
+        cb.min_delta = -0.1;
+        assert!(cb.on_epoch_end(3, 0.8));
     }
 
     #[test]
