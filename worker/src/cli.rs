@@ -66,7 +66,7 @@ pub struct WorkerArgs {
         long,
         env = "FOLDTRAIN_DRAIN_TIMEOUT",
         value_name = "SECS",
-        default_value_t = 60
+        default_value_t = crate::server::DEFAULT_DRAIN_TIMEOUT.as_secs()
     )]
     pub drain_timeout: u64,
     /// Print what libtorch sees (CUDA, GPUs, the slots this worker would serve) and exit.

@@ -135,7 +135,8 @@ impl WorkerMetrics {
     fn register_occupancy(&self, registry: &mut Registry, slots: usize) {
         let slot_count: Gauge = Gauge::default();
         slot_count.set(slots as i64);
-        registry.register("served_slots", "Slots this worker serves (the coordinator's foldtrain_worker_slots counts every worker's)", slot_count);
+        // Not "slots": the coordinator's foldtrain_worker_slots counts every worker's.
+        registry.register("served_slots", "Slots this worker serves", slot_count);
         registry.register(
             "busy_slots",
             "Slots training a fold right now",

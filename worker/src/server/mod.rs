@@ -16,7 +16,7 @@ mod slots;
 mod start;
 
 pub use cache::BlobCache;
-pub use config::{WorkerConfig, default_worker_id, hostname};
+pub use config::{DEFAULT_DRAIN_TIMEOUT, WorkerConfig, default_worker_id, hostname};
 pub use error::WorkerError;
 pub use fetch::BATCH as DOWNLOAD_BATCH;
 pub use gpu_memory::{DeviceMemory, GpuMemory};

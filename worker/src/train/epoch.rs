@@ -128,11 +128,6 @@ fn hand_back(
     sink: &mut dyn EventSink,
 ) -> TrainError {
     let fold = run.fold();
-    let drained = TrainError::Drained {
-        fold,
-        epoch,
-        batches_done: next,
-    };
     if next == resumed_at {
         // Nothing new since the checkpoint this epoch began (or resumed) from.
         info!(
@@ -141,44 +136,43 @@ fn hand_back(
             batch = next,
             "draining: no batch since the last checkpoint"
         );
-        return drained;
+    } else if let Err(e) = send_partial(run, epoch, next, meter, sink) {
+        return e;
     }
-    let partial = PartialEpoch {
+    TrainError::Drained {
+        fold,
         epoch,
         batches_done: next,
-        meter,
-    };
-    let l = &run.learner;
-    let sent = run
-        .state
-        .encode(
-            &l.vs,
-            &l.adam,
-            l.scaler.as_ref(),
-            run.best.as_ref(),
-            Some(partial),
-        )
-        .and_then(|bytes| {
-            info!(
-                fold,
-                epoch,
-                batch = next,
-                bytes = bytes.len(),
-                "draining: checkpoint of the epoch in progress"
-            );
-            sink.send(FoldEvent::Checkpoint {
-                kind: CheckpointKind::Latest,
-                // The coordinator's record: epochs complete; the file says how far the
-                // next one got.
-                epoch: run.state.epochs_done,
-                bytes,
-            })
-            .map_err(TrainError::from)
-        });
-    match sent {
-        Ok(()) => drained,
-        Err(e) => e,
     }
+}
+
+/// Sends a latest checkpoint taken after `batches_done` batches of `epoch`.
+fn send_partial(
+    run: &FoldRun<'_>,
+    epoch: u32,
+    batches_done: u32,
+    meter: EpochMeter,
+    sink: &mut dyn EventSink,
+) -> Result<(), TrainError> {
+    let bytes = run.latest_checkpoint(Some(PartialEpoch {
+        epoch,
+        batches_done,
+        meter,
+    }))?;
+    info!(
+        fold = run.fold(),
+        epoch,
+        batch = batches_done,
+        bytes = bytes.len(),
+        "draining: checkpoint of the epoch in progress"
+    );
+    sink.send(FoldEvent::Checkpoint {
+        kind: CheckpointKind::Latest,
+        // The coordinator's record: epochs complete; the file says how far the next got.
+        epoch: run.state.epochs_done,
+        bytes,
+    })?;
+    Ok(())
 }
 
 /// The running epoch's mean loss and throughput after `done` of `batches` batches.

@@ -70,10 +70,7 @@ fn end_epoch(
     run.state.epochs_done = epoch;
     run.state.history.push(record);
     sink.send(FoldEvent::Epoch(record))?;
-    let l = &run.learner;
-    let bytes = run
-        .state
-        .encode(&l.vs, &l.adam, l.scaler.as_ref(), run.best.as_ref(), None)?;
+    let bytes = run.latest_checkpoint(None)?;
     info!(fold, epoch, bytes = bytes.len(), "latest checkpoint saved");
     sink.send(FoldEvent::Checkpoint {
         kind: CheckpointKind::Latest,

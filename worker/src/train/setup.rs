@@ -9,6 +9,7 @@ use foldtrain_proto::{FoldTask, ImageRef};
 use tch::{Device, Tensor};
 use tracing::{info, warn};
 
+use super::checkpoint::PartialEpoch;
 use super::error::TrainError;
 use super::loss::balanced_class_weights;
 use super::options::RunOptions;
@@ -76,6 +77,19 @@ impl<'t> FoldRun<'t> {
 
     pub fn batch_size(&self) -> usize {
         self.task.config.train.batch_size as usize
+    }
+
+    /// The latest checkpoint of this run (weights, best weights, optimizer and state),
+    /// with `partial` when it is taken part way through the next epoch.
+    pub fn latest_checkpoint(&self, partial: Option<PartialEpoch>) -> Result<Vec<u8>, TrainError> {
+        let l = &self.learner;
+        self.state.encode(
+            &l.vs,
+            &l.adam,
+            l.scaler.as_ref(),
+            self.best.as_ref(),
+            partial,
+        )
     }
 }
 
