@@ -59,6 +59,34 @@ pub enum Pooling {
     Avg,
 }
 
+/// The backbone's BatchNorm hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneBn {
+    /// Keras' DenseNet121: momentum 0.99 in Keras terms (0.01 as PyTorch counts it, the weight
+    /// of the new batch) and epsilon 1.001e-5, as the notebook trained.
+    Keras,
+    /// torchvision's: momentum 0.1 and epsilon 1e-5.
+    Torchvision,
+}
+
+impl BackboneBn {
+    /// PyTorch-convention momentum: the weight of each new batch in the running statistics.
+    pub fn momentum(self) -> f64 {
+        match self {
+            BackboneBn::Keras => 0.01,
+            BackboneBn::Torchvision => 0.1,
+        }
+    }
+
+    pub fn eps(self) -> f64 {
+        match self {
+            BackboneBn::Keras => 1.001e-5,
+            BackboneBn::Torchvision => 1e-5,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
@@ -66,6 +94,7 @@ pub struct ModelConfig {
     /// A safetensors file with torchvision parameter names (`features.*`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<String>,
+    pub backbone_bn: BackboneBn,
     pub pooling: Pooling,
     pub head_units: u32,
     pub head_l1: f64,
@@ -77,6 +106,7 @@ impl Default for ModelConfig {
         Self {
             arch: Arch::Densenet121,
             pretrained: None,
+            backbone_bn: BackboneBn::Keras,
             pooling: Pooling::Max,
             head_units: 2048,
             head_l1: 0.01,
@@ -113,9 +143,11 @@ pub enum ClassWeights {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Resize {
-    Bilinear,
-    /// The Keras `image_dataset_from_directory` default the seed used.
+    /// One source pixel per output pixel: Keras' `flow_from_dataframe` default, which the
+    /// seed used (PIL's `NEAREST`).
     Nearest,
+    /// Averages over the source footprint when shrinking, like PIL's `BILINEAR`.
+    Bilinear,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -165,7 +197,7 @@ impl Default for TrainConfig {
             decay: 1e-4,
             label_smoothing: 0.1,
             normalize: Normalize::Unit,
-            resize: Resize::Bilinear,
+            resize: Resize::Nearest,
             early_stopping_patience: 5,
             reduce_lr_factor: 0.1,
             reduce_lr_patience: 5,
@@ -265,6 +297,12 @@ mod tests {
         assert_eq!(c.model.arch, Arch::Densenet121);
         assert_eq!(c.model.pooling, Pooling::Max);
         assert_eq!(c.model.head_units, 2048);
+        assert_eq!(c.model.backbone_bn, BackboneBn::Keras);
+        assert_eq!(
+            (c.model.backbone_bn.momentum(), c.model.backbone_bn.eps()),
+            (0.01, 1.001e-5)
+        );
+        assert_eq!(c.train.resize, Resize::Nearest);
         assert_eq!(
             (c.train.image_size, c.train.batch_size, c.train.epochs),
             (229, 32, 10)

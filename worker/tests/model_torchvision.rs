@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use foldtrain_proto::config::{ModelConfig, Pooling};
+use foldtrain_proto::config::{BackboneBn, ModelConfig, Pooling};
 use foldtrain_worker::model::{Classifier, load_pretrained};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -50,9 +50,11 @@ fn densenet121_features_and_logits_match_torchvision() {
     );
 
     let mut vs = VarStore::new(Device::Cpu);
-    // torchvision pools by average; the head is not involved in this comparison.
+    // torchvision pools by average and uses its own BatchNorm epsilon; the head is not
+    // involved in this comparison.
     let cfg = ModelConfig {
         pooling: Pooling::Avg,
+        backbone_bn: BackboneBn::Torchvision,
         head_units: 8,
         ..ModelConfig::default()
     };

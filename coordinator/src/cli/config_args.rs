@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 use foldtrain_proto::JobConfig;
 use foldtrain_proto::config::{
-    Arch, Augment, ClassWeights, ModelConfig, Normalize, Pooling, Precision, Resize, SplitConfig,
-    TrainConfig,
+    Arch, Augment, BackboneBn, ClassWeights, ModelConfig, Normalize, Pooling, Precision, Resize,
+    SplitConfig, TrainConfig,
 };
 use serde::de::DeserializeOwned;
 use serde::de::value::{Error as ValueError, StrDeserializer};
@@ -107,7 +107,7 @@ pub struct ConfigArgs {
     /// Input normalisation: unit or imagenet [train.normalize].
     #[arg(long, env = "FOLDTRAIN_NORMALIZE", value_parser = config_value::<Normalize>, help_heading = "Job configuration")]
     pub normalize: Option<Normalize>,
-    /// Resize filter: bilinear or nearest [train.resize].
+    /// Resize filter: nearest (the notebook's) or bilinear [train.resize].
     #[arg(long, env = "FOLDTRAIN_RESIZE", value_parser = config_value::<Resize>, help_heading = "Job configuration")]
     pub resize: Option<Resize>,
     /// Augmentations, comma-separated: hflip, vflip, rot90 [train.augment].
@@ -141,6 +141,9 @@ pub struct ConfigArgs {
     /// [model.pretrained].
     #[arg(long, env = "FOLDTRAIN_PRETRAINED", help_heading = "Job configuration")]
     pub pretrained: Option<PathBuf>,
+    /// Backbone BatchNorm: keras (momentum 0.99, eps 1.001e-5) or torchvision [model.backbone_bn].
+    #[arg(long, env = "FOLDTRAIN_BACKBONE_BN", value_parser = config_value::<BackboneBn>, help_heading = "Job configuration")]
+    pub backbone_bn: Option<BackboneBn>,
     /// Global pooling before the head: max or avg [model.pooling].
     #[arg(long, env = "FOLDTRAIN_POOLING", value_parser = config_value::<Pooling>, help_heading = "Job configuration")]
     pub pooling: Option<Pooling>,
@@ -307,6 +310,12 @@ impl ConfigArgs {
         if let Some(path) = &self.pretrained {
             m.pretrained = Some(path.display().to_string());
         }
+        o.set(
+            &self.backbone_bn,
+            "--backbone-bn",
+            "model.backbone_bn",
+            &mut m.backbone_bn,
+        );
         o.set(&self.pooling, "--pooling", "model.pooling", &mut m.pooling);
         o.set(
             &self.head_units,

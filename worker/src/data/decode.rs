@@ -76,8 +76,8 @@ fn decode_jpeg(name: &str, bytes: &[u8]) -> Result<RgbImage, DataError> {
 }
 
 /// Resizes to `size` x `size` without keeping the aspect ratio, as the seed did.
-/// Bilinear averages over the source footprint when shrinking (like PIL), nearest picks
-/// one source pixel (like Keras' default).
+/// Nearest picks one source pixel exactly as PIL does (Keras' `load_img` default); bilinear
+/// averages over the source footprint when shrinking, like PIL's `BILINEAR`.
 pub fn resize_square(
     name: &str,
     image: &RgbImage,
@@ -88,17 +88,45 @@ pub fn resize_square(
     if image.width == size && image.height == size {
         return Ok(image.pixels.clone());
     }
+    if resize == Resize::Nearest {
+        return Ok(resize_nearest_like_pil(image, size));
+    }
     let src = PixelsRef::new(image.width, image.height, &image.pixels, PixelType::U8x3)
         .map_err(|e| DataError::decode(name, format!("bad pixel buffer: {e}")))?;
     let mut dst = Image::new(size, size, PixelType::U8x3);
-    let algorithm = match resize {
-        Resize::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
-        Resize::Nearest => ResizeAlg::Nearest,
-    };
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
     resizer
-        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(algorithm))
+        .resize(&src, &mut dst, &options)
         .map_err(|e| DataError::decode(name, format!("resize to {size}x{size} failed: {e}")))?;
     Ok(dst.into_vec())
+}
+
+/// The source index of each output pixel along one axis, as PIL's `ImagingScaleAffine`
+/// computes it: start at half a step and add the step in f64, truncating each time. The
+/// running sum (not `(i + 0.5) * step`) decides ties, so this matches PIL to the pixel.
+fn nearest_indices(source: u32, size: u32) -> Vec<usize> {
+    let step = f64::from(source) / f64::from(size);
+    let mut at = step * 0.5;
+    (0..size)
+        .map(|_| {
+            let index = (at as usize).min(source as usize - 1);
+            at += step;
+            index
+        })
+        .collect()
+}
+
+fn resize_nearest_like_pil(image: &RgbImage, size: u32) -> Vec<u8> {
+    let xs = nearest_indices(image.width, size);
+    let row_bytes = image.width as usize * 3;
+    let mut out = Vec::with_capacity(size as usize * size as usize * 3);
+    for y in nearest_indices(image.height, size) {
+        let row = &image.pixels[y * row_bytes..(y + 1) * row_bytes];
+        for &x in &xs {
+            out.extend_from_slice(&row[x * 3..x * 3 + 3]);
+        }
+    }
+    out
 }
 
 /// Decode then resize: the work the cache saves on every epoch after the first.

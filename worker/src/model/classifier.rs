@@ -32,7 +32,7 @@ impl Classifier {
         model: &ModelConfig,
         classes: i64,
     ) -> Self {
-        let features = DenseNetFeatures::new(&(root / "features"), cfg);
+        let features = DenseNetFeatures::new(&(root / "features"), cfg, model.backbone_bn);
         let head = Head::new(
             &(root / "head"),
             features.out_channels(),

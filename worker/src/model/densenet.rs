@@ -1,5 +1,6 @@
 //! DenseNet feature extractor with torchvision's module layout and parameter names.
 
+use foldtrain_proto::config::BackboneBn;
 use tch::Tensor;
 use tch::nn::{self, BatchNorm, Conv2D, ModuleT};
 
@@ -18,9 +19,10 @@ fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -
     nn::conv2d(p, c_in, c_out, k, cfg)
 }
 
-fn bn(p: nn::Path, c: i64) -> BatchNorm {
-    // momentum 0.1 and eps 1e-5 are torchvision's (and PyTorch's) BatchNorm2d defaults.
+fn bn(p: nn::Path, c: i64, style: BackboneBn) -> BatchNorm {
     let cfg = nn::BatchNormConfig {
+        momentum: style.momentum(),
+        eps: style.eps(),
         ws_init: nn::Init::Const(1.0),
         bs_init: nn::Init::Const(0.0),
         ..Default::default()
@@ -44,11 +46,11 @@ struct DenseLayer {
 }
 
 impl DenseLayer {
-    fn new(p: nn::Path, c_in: i64, growth: i64, bn_size: i64) -> Self {
+    fn new(p: nn::Path, c_in: i64, growth: i64, bn_size: i64, style: BackboneBn) -> Self {
         Self {
-            norm1: bn(&p / "norm1", c_in),
+            norm1: bn(&p / "norm1", c_in, style),
             conv1: conv(&p / "conv1", c_in, bn_size * growth, 1, 1, 0),
-            norm2: bn(&p / "norm2", bn_size * growth),
+            norm2: bn(&p / "norm2", bn_size * growth, style),
             conv2: conv(&p / "conv2", bn_size * growth, growth, 3, 1, 1),
         }
     }
@@ -110,10 +112,11 @@ pub struct DenseNetFeatures {
 }
 
 impl DenseNetFeatures {
-    /// Builds the layers under `p` (normally `root / "features"`).
-    pub fn new(p: &nn::Path, cfg: &DenseNetConfig) -> Self {
+    /// Builds the layers under `p` (normally `root / "features"`), every BatchNorm with the
+    /// momentum and epsilon of `style`.
+    pub fn new(p: &nn::Path, cfg: &DenseNetConfig, style: BackboneBn) -> Self {
         let conv0 = conv(p / "conv0", 3, cfg.num_init_features, 7, 2, 3);
-        let norm0 = bn(p / "norm0", cfg.num_init_features);
+        let norm0 = bn(p / "norm0", cfg.num_init_features, style);
         let mut channels = cfg.num_init_features;
         let mut blocks = Vec::with_capacity(cfg.block_config.len());
         let mut transitions = Vec::with_capacity(cfg.block_config.len().saturating_sub(1));
@@ -127,6 +130,7 @@ impl DenseNetFeatures {
                         c_in,
                         cfg.growth_rate,
                         cfg.bn_size,
+                        style,
                     )
                 })
                 .collect();
@@ -135,13 +139,13 @@ impl DenseNetFeatures {
             if i + 1 < cfg.block_config.len() {
                 let tp = p / format!("transition{}", i + 1);
                 transitions.push(Transition {
-                    norm: bn(&tp / "norm", channels),
+                    norm: bn(&tp / "norm", channels, style),
                     conv: conv(&tp / "conv", channels, channels / 2, 1, 1, 0),
                 });
                 channels /= 2;
             }
         }
-        let norm5 = bn(p / "norm5", channels);
+        let norm5 = bn(p / "norm5", channels, style);
         Self {
             conv0,
             norm0,
@@ -169,5 +173,43 @@ impl ModuleT for DenseNetFeatures {
             }
         }
         x.apply_t(&self.norm5, train)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// After one training batch from fresh statistics (mean 0, var 1), PyTorch's BatchNorm
+    /// holds `momentum * batch_mean` and `(1 - momentum) + momentum * unbiased_batch_var`.
+    #[test]
+    fn running_statistics_follow_the_chosen_momentum() {
+        let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu)) * 3.0 + 1.5;
+        for style in [BackboneBn::Keras, BackboneBn::Torchvision] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net =
+                DenseNetFeatures::new(&(vs.root() / "features"), &DenseNetConfig::tiny(), style);
+            let stem = tch::no_grad(|| x.apply(&net.conv0));
+            let _ = tch::no_grad(|| net.forward_t(&x, true));
+            let m = style.momentum();
+            let batch_mean = stem.mean_dim([0i64, 2, 3].as_slice(), false, Kind::Float);
+            let batch_var = stem.var_dim([0i64, 2, 3].as_slice(), true, false);
+            let vars = vs.variables();
+            let mean_err = (&vars["features.norm0.running_mean"] - batch_mean * m)
+                .abs()
+                .max()
+                .double_value(&[]);
+            let var_err = (&vars["features.norm0.running_var"] - (batch_var * m + (1.0 - m)))
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(
+                mean_err < 1e-5 && var_err < 1e-4,
+                "{style:?}: {mean_err} {var_err}"
+            );
+        }
+        assert_eq!(BackboneBn::Keras.momentum(), 0.01);
+        assert_eq!(BackboneBn::Torchvision.momentum(), 0.1);
     }
 }

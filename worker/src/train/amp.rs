@@ -71,6 +71,13 @@ impl GradScaler {
         self.found_inf.double_value(&[0]) > 0.0
     }
 
+    /// Records a step whose loss overflowed in the forward pass (no gradients to check):
+    /// the step is skipped and the scale backs off, as after a gradient overflow.
+    pub fn overflowed_in_forward(&mut self) {
+        let _ = self.found_inf.fill_(1.0);
+        self.update();
+    }
+
     /// Backs off after an overflow, grows after `GROWTH_INTERVAL` clean steps.
     pub fn update(&mut self) {
         let _guard = tch::no_grad_guard();
@@ -84,9 +91,84 @@ impl GradScaler {
     }
 }
 
+/// Non-finite AMP losses in a row that are taken for fp16 overflow; one more fails the fold.
+pub const OVERFLOW_STREAK_LIMIT: u32 = 5;
+
+/// What the training loop does with one step's loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepVerdict {
+    /// A finite loss: count the batch.
+    Count,
+    /// An fp16 overflow under AMP: the step was skipped and the scale lowered; leave the
+    /// batch out of the epoch's numbers and go on.
+    SkipOverflow,
+    /// Divergence: a non-finite fp32 loss, or more AMP overflows in a row than the limit.
+    Fail,
+}
+
+/// Counts AMP overflow steps in a row. Under fp16 autocast a non-finite loss before
+/// unscaling is an overflow (GradScaler skips such steps), not divergence; only a run of
+/// them longer than [`OVERFLOW_STREAK_LIMIT`] is. In fp32 a non-finite loss fails at once.
+#[derive(Debug, Default)]
+pub struct OverflowStreak {
+    in_a_row: u32,
+}
+
+impl OverflowStreak {
+    /// `overflow` is true when the step ran under AMP and its loss was not finite.
+    pub fn judge(&mut self, loss: f64, overflow: bool) -> StepVerdict {
+        if loss.is_finite() {
+            self.in_a_row = 0;
+            return StepVerdict::Count;
+        }
+        if overflow && self.in_a_row < OVERFLOW_STREAK_LIMIT {
+            self.in_a_row += 1;
+            return StepVerdict::SkipOverflow;
+        }
+        StepVerdict::Fail
+    }
+
+    /// Overflow steps in the current run.
+    pub fn in_a_row(&self) -> u32 {
+        self.in_a_row
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overflows_are_skipped_until_too_many_come_in_a_row() {
+        let mut streak = OverflowStreak::default();
+        for _ in 0..OVERFLOW_STREAK_LIMIT {
+            assert_eq!(streak.judge(f64::INFINITY, true), StepVerdict::SkipOverflow);
+        }
+        // A finite step ends the run.
+        assert_eq!(streak.judge(1.5, false), StepVerdict::Count);
+        assert_eq!(streak.in_a_row(), 0);
+        for _ in 0..OVERFLOW_STREAK_LIMIT {
+            assert_eq!(streak.judge(f64::NAN, true), StepVerdict::SkipOverflow);
+        }
+        assert_eq!(streak.judge(f64::NAN, true), StepVerdict::Fail);
+        // In fp32 there is no overflow to forgive.
+        let mut fp32 = OverflowStreak::default();
+        assert_eq!(fp32.judge(f64::NAN, false), StepVerdict::Fail);
+    }
+
+    #[test]
+    fn a_forward_overflow_skips_and_backs_off() {
+        let mut scaler = GradScaler::new(Device::Cpu);
+        scaler.overflowed_in_forward();
+        scaler.overflowed_in_forward();
+        assert_eq!(
+            scaler.state(),
+            ScalerState {
+                scale: INIT_SCALE / 4.0,
+                growth_tracker: 0
+            }
+        );
+    }
 
     #[test]
     fn unscales_finite_gradients_and_keeps_the_scale() {

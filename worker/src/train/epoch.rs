@@ -6,8 +6,9 @@ use std::time::Instant;
 use foldtrain_proto::FoldEvent;
 use foldtrain_proto::task::CheckpointKind;
 use foldtrain_proto::task::EpochRecord;
-use tracing::{debug, info, info_span};
+use tracing::{debug, info, info_span, warn};
 
+use super::amp::{OverflowStreak, StepVerdict};
 use super::checkpoint::PartialEpoch;
 use super::error::TrainError;
 use super::evaluate::{Validation, validate};
@@ -79,6 +80,7 @@ fn train_pass(
     let augment_seed = Some(epoch_seed(seed, fold, epoch));
     let batches = run.loaders.train.batches(order, batch_size, augment_seed);
     let spans = BatchSpans::every(run.options.batch_span_every);
+    let mut streak = OverflowStreak::default();
     for (b, batch) in (skip as usize..).zip(batches) {
         if control.is_cancelled() {
             return Err(TrainError::Cancelled { fold });
@@ -98,16 +100,25 @@ fn train_pass(
         let output = run.learner.step(&batch);
         batch_span.record("loss", output.loss);
         let done = b as u32 + 1;
-        if !output.loss.is_finite() {
-            return Err(TrainError::NanLoss {
+        match streak.judge(output.loss, output.overflow) {
+            StepVerdict::Count => meter.add_logits(output.loss, &batch.labels, &output.logits)?,
+            StepVerdict::SkipOverflow => warn!(
                 fold,
                 epoch,
-                batch: done,
-                phase: "train",
-                value: output.loss,
-            });
+                batch = done,
+                in_a_row = streak.in_a_row(),
+                "fp16 overflow in the forward pass: step skipped, loss scale lowered"
+            ),
+            StepVerdict::Fail => {
+                return Err(TrainError::NanLoss {
+                    fold,
+                    epoch,
+                    batch: done,
+                    phase: "train",
+                    value: output.loss,
+                });
+            }
         }
-        meter.add_logits(output.loss, &batch.labels, &output.logits)?;
         if done.is_multiple_of(run.options.progress_every.max(1)) || done == num_batches {
             let rows = meter.rows() - rows_before;
             sink.send(progress(epoch, done, num_batches, &meter, rows, started))?;
@@ -202,6 +213,7 @@ mod tests {
     use crate::train::options::RunOptions;
     use crate::train::sink::SinkClosed;
     use crate::train::test_fold::{shared, tiny_fold};
+    use tch::Tensor;
 
     fn every_batch() -> RunOptions {
         RunOptions {
@@ -260,6 +272,45 @@ mod tests {
         };
         assert_eq!(record(2), record(2));
         assert_ne!(record(2), record(3), "each epoch draws its own order");
+    }
+
+    #[test]
+    fn amp_overflows_are_skipped_until_too_many_in_a_row_and_fp32_fails_at_once() {
+        use crate::train::amp::{GradScaler, OVERFLOW_STREAK_LIMIT};
+        // 32 images in batches of four: eight batches, every loss NaN.
+        let (task, source) = tiny_fold(32, 3, 1, 1);
+        let source = shared(source);
+        let never = FoldControl::default();
+        let poisoned = || {
+            let mut run = FoldRun::prepare(&task, source.clone(), every_batch()).unwrap();
+            run.learner.class_weights = Some(Tensor::from_slice(&[f32::NAN; 3]));
+            run
+        };
+        let failing_batch = |err: TrainError| match err {
+            TrainError::NanLoss {
+                batch,
+                phase: "train",
+                ..
+            } => batch,
+            other => panic!("expected nan_loss, got {other}"),
+        };
+
+        let mut fp32 = poisoned();
+        let err = run_epoch(&mut fp32, 1, &mut Vec::new(), &never).unwrap_err();
+        assert_eq!(failing_batch(err), 1, "fp32 fails on the first NaN");
+
+        let mut amp = poisoned();
+        amp.learner.scaler = Some(GradScaler::new(tch::Device::Cpu));
+        let scale = amp.learner.scaler.as_ref().unwrap().state().scale;
+        let err = run_epoch(&mut amp, 1, &mut Vec::new(), &never).unwrap_err();
+        assert_eq!(failing_batch(err), OVERFLOW_STREAK_LIMIT + 1);
+        assert_eq!(amp.learner.adam.state().iterations, 0);
+        let lowered = amp.learner.scaler.as_ref().unwrap().state().scale;
+        assert_eq!(
+            lowered,
+            scale / f64::from(1u32 << (OVERFLOW_STREAK_LIMIT + 1)),
+            "every overflow halves the scale"
+        );
     }
 
     #[test]

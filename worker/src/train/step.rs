@@ -28,6 +28,9 @@ pub(crate) struct Learner {
 pub(crate) struct StepOutput {
     pub loss: f64,
     pub logits: Tensor,
+    /// The loss was not finite under AMP: an fp16 overflow; the step was skipped and the
+    /// loss scale lowered.
+    pub overflow: bool,
 }
 
 impl Learner {
@@ -59,8 +62,8 @@ impl Learner {
         self.scaler.is_some()
     }
 
-    /// One optimisation step on `batch`. A non-finite loss updates nothing; what it means
-    /// is the caller's decision.
+    /// One optimisation step on `batch`. A non-finite loss updates nothing (under AMP it
+    /// lowers the loss scale, as GradScaler does); what it means is the caller's decision.
     pub fn step(&mut self, batch: &Batch) -> StepOutput {
         let x = batch.images_tensor().to_device(self.device);
         let y = batch.labels_tensor().to_device(self.device);
@@ -70,12 +73,17 @@ impl Learner {
         let loss = smoothed_cross_entropy(&logits, &y, self.smoothing, self.class_weights.as_ref())
             + self.model.head_penalty();
         let value = loss.double_value(&[]);
+        let mut overflow = false;
         if value.is_finite() {
             self.apply(&loss);
+        } else if let Some(scaler) = self.scaler.as_mut() {
+            scaler.overflowed_in_forward();
+            overflow = true;
         }
         StepOutput {
             loss: value,
             logits,
+            overflow,
         }
     }
 
@@ -165,9 +173,22 @@ mod tests {
         learner.class_weights = Some(Tensor::from_slice(&[f32::NAN, 1.0, 1.0]));
         let before = weights(&learner);
         let output = learner.step(&batch());
-        assert!(output.loss.is_nan());
+        assert!(output.loss.is_nan() && !output.overflow);
         assert_eq!(learner.adam.state().iterations, 0);
         assert!(weights(&learner).equal(&before));
+    }
+
+    #[test]
+    fn a_non_finite_amp_loss_is_an_overflow_that_lowers_the_scale() {
+        let mut learner = learner(true);
+        learner.class_weights = Some(Tensor::from_slice(&[f32::NAN, 1.0, 1.0]));
+        let before = weights(&learner);
+        let scale = learner.scaler.as_ref().unwrap().state().scale;
+        let output = learner.step(&batch());
+        assert!(output.loss.is_nan() && output.overflow);
+        assert_eq!(learner.adam.state().iterations, 0);
+        assert!(weights(&learner).equal(&before));
+        assert_eq!(learner.scaler.as_ref().unwrap().state().scale, scale / 2.0);
     }
 
     #[test]
