@@ -314,6 +314,7 @@ pub fn load_csv_dataset(dir: &Path, folds: u32) -> Dataset {
             test: Some(TestSet {
                 csv: dir.join("Testing_set.csv"),
                 dir: dir.join("test"),
+                truth: None,
             }),
         },
         columns: Columns::default(),

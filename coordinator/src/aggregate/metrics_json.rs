@@ -14,6 +14,64 @@ pub struct MetricsJson {
     pub folds: Vec<FoldMetrics>,
     pub cv: CvSummary,
     pub oof: OofMetrics,
+    /// Scores on the test set, when its labels were given (`--test-truth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestMetrics>,
+}
+
+/// Accuracy and macro-F1 of one set of predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    pub accuracy: f64,
+    pub macro_f1: f64,
+}
+
+impl Scores {
+    fn of(classes: usize, y_true: &[u32], y_pred: &[u32]) -> Self {
+        let cm = ConfusionMatrix::new(classes, y_true, y_pred);
+        Self {
+            accuracy: cm.accuracy(),
+            macro_f1: cm.macro_f1(),
+        }
+    }
+}
+
+/// What predicting the training set's most frequent class for every row scores: the
+/// floor a model must clear on imbalanced data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MajorityBaseline {
+    pub class: String,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+}
+
+impl MajorityBaseline {
+    /// The baseline of `majority` (a class index) on the rows labelled `y_true`.
+    fn of(job: &JobRecord, majority: u32, y_true: &[u32]) -> Self {
+        let scores = Scores::of(job.class_names.len(), y_true, &vec![majority; y_true.len()]);
+        Self {
+            class: job.class_names[majority as usize].clone(),
+            accuracy: scores.accuracy,
+            macro_f1: scores.macro_f1,
+        }
+    }
+}
+
+/// The test set scored against its labels: each fold's model alone, and the ensemble
+/// (the folds' mean probabilities), which is what the ensemble buys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestMetrics {
+    pub rows: usize,
+    pub ensemble: Scores,
+    pub folds: Vec<FoldTestScores>,
+    pub majority_baseline: MajorityBaseline,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FoldTestScores {
+    pub fold: u32,
+    pub accuracy: f64,
+    pub macro_f1: f64,
 }
 
 /// One fold's validation scores at its best epoch.
@@ -67,10 +125,18 @@ pub struct OofMetrics {
     pub per_class: Vec<ClassMetrics>,
     /// `confusion_matrix[true][predicted]`, classes in `classes` order.
     pub confusion_matrix: Vec<Vec<u64>>,
+    /// The same rows all predicted as the most frequent training class.
+    pub majority_baseline: MajorityBaseline,
 }
 
-/// Computes the metrics from the folds' results and the out-of-fold matrix.
-pub fn compute(job: &JobRecord, folds: &[FoldResult], oof: &[f32]) -> Result<MetricsJson> {
+/// Computes the metrics from the folds' results, the out-of-fold matrix and the
+/// ensemble's test probabilities.
+pub fn compute(
+    job: &JobRecord,
+    folds: &[FoldResult],
+    oof: &[f32],
+    ensemble: &[f32],
+) -> Result<MetricsJson> {
     let classes = job.class_names.len();
     let per_fold = folds
         .iter()
@@ -122,6 +188,7 @@ pub fn compute(job: &JobRecord, folds: &[FoldResult], oof: &[f32]) -> Result<Met
             support: s.support,
         })
         .collect();
+    let majority = majority_class(classes, &y_true);
     Ok(MetricsJson {
         classes: job.class_names.clone(),
         folds: per_fold,
@@ -133,21 +200,69 @@ pub fn compute(job: &JobRecord, folds: &[FoldResult], oof: &[f32]) -> Result<Met
             mcc: cm.mcc(),
             per_class,
             confusion_matrix: cm.matrix.clone(),
+            majority_baseline: MajorityBaseline::of(job, majority, &y_true),
         },
+        test: test_metrics(job, folds, ensemble, majority),
+    })
+}
+
+/// The most frequent label; the lowest class index wins a tie.
+fn majority_class(classes: usize, labels: &[u32]) -> u32 {
+    let mut counts = vec![0u64; classes];
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
+    let best = counts.iter().copied().max().unwrap_or(0);
+    counts.iter().position(|&c| c == best).unwrap_or(0) as u32
+}
+
+/// Test scores when every test row has a label; `None` otherwise.
+fn test_metrics(
+    job: &JobRecord,
+    folds: &[FoldResult],
+    ensemble: &[f32],
+    majority: u32,
+) -> Option<TestMetrics> {
+    let y_true: Vec<u32> = job.test.iter().map(|i| i.label).collect::<Option<_>>()?;
+    if y_true.is_empty() {
+        return None;
+    }
+    let classes = job.class_names.len();
+    let scores = |probs: &[f32]| Scores::of(classes, &y_true, &argmax_rows(probs, classes));
+    Some(TestMetrics {
+        rows: y_true.len(),
+        ensemble: scores(ensemble),
+        folds: folds
+            .iter()
+            .map(|f| {
+                let s = scores(&f.test);
+                FoldTestScores {
+                    fold: f.fold.0,
+                    accuracy: s.accuracy,
+                    macro_f1: s.macro_f1,
+                }
+            })
+            .collect(),
+        majority_baseline: MajorityBaseline::of(job, majority, &y_true),
     })
 }
 
 impl MetricsJson {
-    /// The short summary `status` shows: CV means and stds plus the OOF headline scores.
+    /// The short summary `status` shows: CV means and stds, the OOF headline scores next to
+    /// the majority-class baseline, and the test scores when the test set was labelled.
     pub fn summary_json(&self) -> String {
-        serde_json::json!({
+        let mut summary = serde_json::json!({
             "cv": self.cv,
             "oof": {
                 "accuracy": self.oof.accuracy,
                 "macro_f1": self.oof.macro_f1,
                 "mcc": self.oof.mcc,
+                "majority_baseline": self.oof.majority_baseline,
             },
-        })
-        .to_string()
+        });
+        if let Some(test) = &self.test {
+            summary["test"] = serde_json::json!(test);
+        }
+        summary.to_string()
     }
 }

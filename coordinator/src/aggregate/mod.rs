@@ -15,7 +15,10 @@ use foldtrain_proto::metrics::argmax_rows;
 use foldtrain_proto::task::{EpochRecord, FoldSummary};
 
 pub use ensemble::{mean_test_probabilities, out_of_fold};
-pub use metrics_json::{ClassMetrics, CvSummary, FoldMetrics, MeanStd, MetricsJson, OofMetrics};
+pub use metrics_json::{
+    ClassMetrics, CvSummary, FoldMetrics, FoldTestScores, MajorityBaseline, MeanStd, MetricsJson,
+    OofMetrics, Scores, TestMetrics,
+};
 
 use crate::error::Result;
 use crate::store::{JobRecord, write_atomic};
@@ -80,7 +83,7 @@ pub fn write_results(job: &JobRecord, folds: &[FoldResult], dir: &Path) -> Resul
 
     let mean = mean_test_probabilities(job, &folds)?;
     let oof = out_of_fold(job, &folds)?;
-    let metrics = metrics_json::compute(job, &folds, &oof)?;
+    let metrics = metrics_json::compute(job, &folds, &oof, &mean)?;
     let mut files = Vec::new();
     let mut put = |name: String, bytes: &[u8]| -> Result<()> {
         write_atomic(&dir.join(&name), bytes)?;

@@ -250,3 +250,53 @@ fn inconsistent_fold_results_are_refused() {
         "nothing is written when results are inconsistent"
     );
 }
+
+#[test]
+fn metrics_score_the_majority_baseline_and_a_labelled_test_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = job();
+    let folds = folds(&job);
+    // Unlabelled test rows: no test section, but the OOF baseline is always there.
+    let unlabelled = write_results(&job, &folds, dir.path()).unwrap().metrics;
+    assert!(unlabelled.test.is_none());
+    // Labels i*7%3 over 12 rows: 0,1,2 four times each; the tie goes to class 0.
+    let baseline = &unlabelled.oof.majority_baseline;
+    assert_eq!(baseline.class, "ampulla");
+    assert!((baseline.accuracy - 4.0 / 12.0).abs() < 1e-12);
+    // F1 of the predicted class is 2 * (1/3) / (1 + 1/3) = 0.5, the others 0.
+    assert!((baseline.macro_f1 - 0.5 / 3.0).abs() < 1e-12);
+
+    let truth = [2u32, 0, 1, 2];
+    for (image, &label) in job.test.iter_mut().zip(&truth) {
+        image.label = Some(label);
+    }
+    let labelled = write_results(&job, &folds, dir.path()).unwrap().metrics;
+    let test = labelled.test.as_ref().expect("a test section");
+    assert_eq!(test.rows, 4);
+    let scores = |probs: &[f32]| {
+        let cm = ConfusionMatrix::new(CLASSES, &truth, &argmax_rows(probs, CLASSES));
+        (cm.accuracy(), cm.macro_f1())
+    };
+    assert_eq!(test.folds.len(), 3);
+    for (f, fold) in test.folds.iter().zip(&folds) {
+        assert_eq!(f.fold, fold.fold.0);
+        assert_eq!((f.accuracy, f.macro_f1), scores(&fold.test));
+    }
+    let mean = mean_test_probabilities(&job, &folds).unwrap();
+    assert_eq!(
+        (test.ensemble.accuracy, test.ensemble.macro_f1),
+        scores(&mean)
+    );
+    assert_eq!(test.majority_baseline.class, "ampulla");
+    assert!((test.majority_baseline.accuracy - 0.25).abs() < 1e-12);
+    // The same numbers reach metrics.json and the status summary.
+    let written: MetricsJson =
+        serde_json::from_slice(&std::fs::read(dir.path().join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(written, labelled);
+    let summary: serde_json::Value = serde_json::from_str(&labelled.summary_json()).unwrap();
+    assert_eq!(
+        summary["test"]["ensemble"]["accuracy"],
+        test.ensemble.accuracy
+    );
+    assert_eq!(summary["oof"]["majority_baseline"]["class"], "ampulla");
+}

@@ -32,6 +32,15 @@ pub struct DatasetArgs {
         help_heading = "Data set"
     )]
     pub test_dir: Option<PathBuf>,
+    /// The test images' labels (filename,label), kept out of --test-csv: the results then
+    /// score each fold's model and the ensemble on the test set.
+    #[arg(
+        long,
+        env = "FOLDTRAIN_TEST_TRUTH",
+        requires = "test_csv",
+        help_heading = "Data set"
+    )]
+    pub test_truth: Option<PathBuf>,
     /// Folder of class folders (<folder>/<class name>/<image>), e.g. Kvasir-Capsule's
     /// labelled_images.
     #[arg(long, env = "FOLDTRAIN_IMAGE_FOLDER", conflicts_with_all = ["train_csv", "test_csv"], help_heading = "Data set")]
@@ -75,6 +84,7 @@ impl TryFrom<&DatasetArgs> for DatasetSpec {
                     (Some(csv), Some(dir)) => Some(TestSet {
                         csv: csv.clone(),
                         dir: dir.clone(),
+                        truth: args.test_truth.clone(),
                     }),
                     _ => None,
                 },

@@ -1,5 +1,7 @@
 //! The plain-text job summary `watch`, `submit --wait` and `status JOB` print: one row
-//! per fold, then the CV mean ± std and the out-of-fold scores.
+//! per fold, then the CV mean ± std, the out-of-fold scores next to the majority-class
+//! baseline, and, when the test set was labelled, each fold's test score next to the
+//! ensemble's.
 
 use std::fmt::Write;
 
@@ -104,6 +106,57 @@ fn score_lines(summary: &Value) -> String {
             "OOF  accuracy {acc:.4}   macro-F1 {f1:.4}   MCC {mcc:.4}"
         );
     }
+    if let Some(line) = summary
+        .get("oof")
+        .and_then(|o| o.get("majority_baseline"))
+        .and_then(baseline_line)
+    {
+        out += &line;
+    }
+    if let Some(test) = summary.get("test") {
+        out += &test_lines(test);
+    }
+    out
+}
+
+fn scores(v: &Value) -> Option<(f64, f64)> {
+    Some((v.get("accuracy")?.as_f64()?, v.get("macro_f1")?.as_f64()?))
+}
+
+/// What predicting the majority class for every row would score.
+fn baseline_line(baseline: &Value) -> Option<String> {
+    let (acc, f1) = scores(baseline)?;
+    let class = baseline.get("class")?.as_str()?;
+    Some(format!(
+        "     majority class ({class}) would score accuracy {acc:.4}   macro-F1 {f1:.4}\n"
+    ))
+}
+
+/// The test set against its labels: each fold's model, the ensemble, the baseline.
+fn test_lines(test: &Value) -> String {
+    let mut out = String::new();
+    let rows = test.get("rows").and_then(Value::as_u64).unwrap_or(0);
+    let _ = writeln!(out, "TEST {rows} labelled images");
+    for fold in test
+        .get("folds")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(k), Some((acc, f1))) = (fold.get("fold").and_then(Value::as_u64), scores(fold))
+        {
+            let _ = writeln!(
+                out,
+                "     fold {k:<4}  accuracy {acc:.4}   macro-F1 {f1:.4}"
+            );
+        }
+    }
+    if let Some((acc, f1)) = test.get("ensemble").and_then(scores) {
+        let _ = writeln!(out, "     ensemble   accuracy {acc:.4}   macro-F1 {f1:.4}");
+    }
+    if let Some(line) = test.get("majority_baseline").and_then(baseline_line) {
+        out += &line;
+    }
     out
 }
 
@@ -135,7 +188,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
-            summary_json: r#"{"cv":{"val_loss":{"mean":0.5,"std":0.01},"val_accuracy":{"mean":0.8,"std":0.02},"val_f1":{"mean":0.7,"std":0.03}},"oof":{"accuracy":0.81,"macro_f1":0.69,"mcc":0.77}}"#.into(),
+            summary_json: r#"{"cv":{"val_loss":{"mean":0.5,"std":0.01},"val_accuracy":{"mean":0.8,"std":0.02},"val_f1":{"mean":0.7,"std":0.03}},"oof":{"accuracy":0.81,"macro_f1":0.69,"mcc":0.77,"majority_baseline":{"class":"normal","accuracy":0.62,"macro_f1":0.05}},"test":{"rows":20,"ensemble":{"accuracy":0.85,"macro_f1":0.6},"folds":[{"fold":0,"accuracy":0.8,"macro_f1":0.5},{"fold":1,"accuracy":0.75,"macro_f1":0.55}],"majority_baseline":{"class":"normal","accuracy":0.6,"macro_f1":0.0625}}}"#.into(),
             ..Default::default()
         };
         let metrics: Value = serde_json::from_str(
@@ -157,6 +210,19 @@ mod tests {
         assert!(text.contains("val macro-F1 0.7000 ± 0.0300"), "{text}");
         assert!(
             text.contains("OOF  accuracy 0.8100   macro-F1 0.6900   MCC 0.7700"),
+            "{text}"
+        );
+        let tail: Vec<&str> = lines[lines.len() - 6..].to_vec();
+        assert_eq!(
+            tail,
+            [
+                "     majority class (normal) would score accuracy 0.6200   macro-F1 0.0500",
+                "TEST 20 labelled images",
+                "     fold 0     accuracy 0.8000   macro-F1 0.5000",
+                "     fold 1     accuracy 0.7500   macro-F1 0.5500",
+                "     ensemble   accuracy 0.8500   macro-F1 0.6000",
+                "     majority class (normal) would score accuracy 0.6000   macro-F1 0.0625",
+            ],
             "{text}"
         );
     }

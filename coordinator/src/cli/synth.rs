@@ -74,5 +74,11 @@ pub fn synth(args: SynthArgs) -> CommandResult {
     if options.groups {
         println!("  {} videos in the video_id column", summary.videos);
     }
+    if summary.test_rows > 0 {
+        println!(
+            "  the test labels are in {} (pass it as --test-truth to score the test set)",
+            crate::synth::TEST_TRUTH_FILE
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

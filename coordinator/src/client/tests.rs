@@ -88,6 +88,7 @@ fn synth_dataset(dir: &Path) -> Dataset {
             test: Some(crate::dataset::TestSet {
                 csv: dir.join("Testing_set.csv"),
                 dir: dir.join("test"),
+                truth: None,
             }),
         },
         columns: Default::default(),

@@ -13,7 +13,8 @@ use super::manifest::{Dataset, Entry};
 use super::paths::absolute;
 use super::raw::{RawRow, RawRows, drop_duplicates};
 use super::report::{ClassCount, ValidationReport};
-use super::spec::{CheckOptions, DatasetSpec, Layout, LoadOptions};
+use super::spec::{CheckOptions, DatasetSpec, Layout, LoadOptions, TestSet};
+use super::test_truth::apply_test_truth;
 
 /// A data set and what checking it found. The data set holds only the rows that passed;
 /// it is fit for use only when the report has no errors.
@@ -54,7 +55,16 @@ pub fn load(spec: &DatasetSpec, options: LoadOptions, progress: &dyn Progress) -
 
     let entry = |kept: KeptRow| to_entry(kept, &classes);
     let train: Vec<Entry> = inspected.train.into_iter().map(entry).collect();
-    let test: Vec<Entry> = inspected.test.into_iter().map(entry).collect();
+    let mut test: Vec<Entry> = inspected.test.into_iter().map(entry).collect();
+    if let Layout::Csv {
+        test: Some(TestSet {
+            truth: Some(truth), ..
+        }),
+        ..
+    } = &spec.layout
+    {
+        apply_test_truth(truth, &mut test, &classes, &spec.columns, &mut findings);
+    }
     let report = ValidationReport {
         findings,
         images_checked: inspected.images_checked,

@@ -84,6 +84,7 @@ fn clean_seed_layout_loads_with_hashes_sorted_classes_and_row_order() {
         *test = Some(TestSet {
             csv: seed.path("Testing_set.csv"),
             dir: seed.path("test"),
+            truth: None,
         });
     }
     let loaded = load(&spec, LoadOptions { folds: Some(1) }, &NoProgress);

@@ -14,6 +14,7 @@ mod paths;
 mod raw;
 mod report;
 mod spec;
+mod test_truth;
 
 #[cfg(test)]
 mod load_tests;

@@ -33,6 +33,9 @@ pub enum Layout {
 pub struct TestSet {
     pub csv: PathBuf,
     pub dir: PathBuf,
+    /// Their labels (filename,label), kept apart from `csv`: with it the results score
+    /// each fold and the ensemble on the test set.
+    pub truth: Option<PathBuf>,
 }
 
 /// Column names; `None` means the layout's default.

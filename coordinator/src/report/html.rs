@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::aggregate::{MeanStd, MetricsJson, OofMetrics, ResultsSummary};
+use crate::aggregate::{MeanStd, MetricsJson, OofMetrics, ResultsSummary, TestMetrics};
 use crate::store::JobRecord;
 
 pub(super) const FILE: &str = "report.html";
@@ -49,6 +49,9 @@ pub(super) fn render(job: &JobRecord, summary: &ResultsSummary, images: &Images)
     write_head(&mut h, job, &summary.metrics);
     write_cv_table(&mut h, &summary.metrics);
     write_oof_scores(&mut h, &summary.metrics.oof);
+    if let Some(test) = &summary.metrics.test {
+        write_test_scores(&mut h, test);
+    }
     h.push_str("<h2>charts</h2>\n");
     for (file, alt) in images.all() {
         let _ = writeln!(
@@ -126,17 +129,25 @@ fn write_cv_table(h: &mut String, m: &MetricsJson) {
     );
 }
 
-/// The out-of-fold totals, then precision, recall and F1 per class.
+/// The out-of-fold totals next to the majority-class baseline, then precision, recall
+/// and F1 per class.
 fn write_oof_scores(h: &mut String, oof: &OofMetrics) {
+    let base = &oof.majority_baseline;
     let _ = writeln!(
         h,
-        "<h2>out-of-fold scores</h2>\n<table class=\"scores\"><thead><tr><th>rows</th>\
-         <th>accuracy</th><th>macro-F1</th><th>MCC</th></tr></thead><tbody><tr><td>{}</td>\
-         <td>{}</td><td>{}</td><td>{}</td></tr></tbody></table>",
+        "<h2>out-of-fold scores</h2>\n<table class=\"scores\"><thead><tr><th>predictions</th>\
+         <th>rows</th><th>accuracy</th><th>macro-F1</th><th>MCC</th></tr></thead><tbody>\
+         <tr><td>the folds' models</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\
+         <tr><td>majority class ({})</td><td>{}</td><td>{}</td><td>{}</td><td></td></tr>\
+         </tbody></table>",
         oof.rows,
         num(oof.accuracy),
         num(oof.macro_f1),
         num(oof.mcc),
+        escape(&base.class),
+        oof.rows,
+        num(base.accuracy),
+        num(base.macro_f1),
     );
     h.push_str(
         "<table><thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>\
@@ -153,6 +164,40 @@ fn write_oof_scores(h: &mut String, oof: &OofMetrics) {
             c.support,
         );
     }
+    h.push_str("</tbody></table>\n");
+}
+
+/// The labelled test set: each fold's model alone, the ensemble, and the baseline.
+fn write_test_scores(h: &mut String, test: &TestMetrics) {
+    let _ = writeln!(
+        h,
+        "<h2>test-set scores</h2>\n<p>{} labelled test images: what each fold's model scores \
+         alone, and what averaging them buys.</p>\n<table class=\"scores\"><thead><tr>\
+         <th>predictions</th><th>accuracy</th><th>macro-F1</th></tr></thead><tbody>",
+        test.rows
+    );
+    let mut row = |name: String, accuracy: f64, f1: f64| {
+        let _ = writeln!(
+            h,
+            "<tr><td>{name}</td><td>{}</td><td>{}</td></tr>",
+            num(accuracy),
+            num(f1)
+        );
+    };
+    for f in &test.folds {
+        row(format!("fold {}", f.fold), f.accuracy, f.macro_f1);
+    }
+    row(
+        "<strong>ensemble</strong>".into(),
+        test.ensemble.accuracy,
+        test.ensemble.macro_f1,
+    );
+    let base = &test.majority_baseline;
+    row(
+        format!("majority class ({})", escape(&base.class)),
+        base.accuracy,
+        base.macro_f1,
+    );
     h.push_str("</tbody></table>\n");
 }
 

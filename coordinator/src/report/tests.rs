@@ -68,7 +68,10 @@ fn job() -> JobRecord {
         config,
         class_names: classes,
         train,
-        test: (0..6).map(|i| image(format!("x{i}.jpg"), None)).collect(),
+        // Labelled, so the page shows the test-set scores too.
+        test: (0..6)
+            .map(|i| image(format!("x{i}.jpg"), Some(i * 2)))
+            .collect(),
         fold_of,
         created_ms: 0,
         finished_ms: None,
@@ -217,6 +220,26 @@ fn renders_every_chart_and_the_page() {
         m.cv.val_loss.mean, m.cv.val_loss.std
     )));
     assert!(html.contains(&format!("{:.4}", m.oof.mcc)));
+    let base = &m.oof.majority_baseline;
+    assert!(html.contains(&format!(
+        "<td>majority class ({})</td><td>{}</td><td>{:.4}</td><td>{:.4}</td>",
+        escape_html(&base.class),
+        m.oof.rows,
+        base.accuracy,
+        base.macro_f1
+    )));
+    let test = m.test.as_ref().expect("the test rows are labelled");
+    assert!(html.contains("<h2>test-set scores</h2>"));
+    assert!(html.contains(&format!(
+        "<tr><td><strong>ensemble</strong></td><td>{:.4}</td><td>{:.4}</td></tr>",
+        test.ensemble.accuracy, test.ensemble.macro_f1
+    )));
+    for f in &test.folds {
+        assert!(html.contains(&format!(
+            "<tr><td>fold {}</td><td>{:.4}</td><td>{:.4}</td></tr>",
+            f.fold, f.accuracy, f.macro_f1
+        )));
+    }
     assert!(html.contains("<td>&lt;b&gt;&amp;</td>"));
     assert!(!html.contains("<b>&"));
     assert!(html.contains("kvasir &lt;run&gt; &amp; &quot;friends&quot;"));

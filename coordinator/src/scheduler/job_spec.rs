@@ -63,6 +63,18 @@ impl JobSpec {
                 Some(_) => {}
             }
         }
+        // Test labels are optional (the truth, when the user has it), but must be classes.
+        if let Some((row, image, l)) = self.test.iter().enumerate().find_map(|(row, i)| {
+            i.label
+                .filter(|&l| l as usize >= classes.len())
+                .map(|l| (row, i, l))
+        }) {
+            return Err(CoordinatorError::invalid(format!(
+                "test row {row} ({}): label {l} out of range for {} classes",
+                image.name,
+                classes.len()
+            )));
+        }
         unique_names("train", &self.train)?;
         unique_names("test", &self.test)?;
         Ok(())
@@ -250,6 +262,10 @@ mod tests {
         s.class_names = vec!["b".into(), "a".into()];
         assert!(s.validate().unwrap_err().to_string().contains("sorted"));
         let mut s = spec(10);
+        let mut t = s.clone();
+        t.test.push(image("t.jpg", Some(9), ""));
+        let err = t.validate().unwrap_err().to_string();
+        assert!(err.contains("(t.jpg): label 9 out of range"), "{err}");
         s.train[4].label = Some(7);
         let err = s.validate().unwrap_err().to_string();
         assert!(

@@ -1,5 +1,6 @@
 //! Writing the synthetic data set in the seed's layout: `Training_set.csv`, `train/`,
-//! `Testing_set.csv`, `test/`.
+//! `Testing_set.csv`, `test/`; and, outside that layout, `test_truth.csv` (the test
+//! images' labels, for `--test-truth`).
 
 use std::path::{Path, PathBuf};
 
@@ -102,6 +103,7 @@ pub fn generate(
         train_csv(&plan, options.groups),
     )?;
     write_file(out.join("Testing_set.csv"), test_csv(&plan))?;
+    write_file(out.join(TEST_TRUTH_FILE), test_truth_csv(&plan))?;
 
     Ok(SynthSummary {
         class_counts: KVASIR_CLASSES
@@ -158,6 +160,23 @@ fn train_csv(plan: &Plan, groups: bool) -> String {
             csv.push_str(&format!(",vid_{:03}", frame.video));
         }
         csv.push('\n');
+    }
+    csv
+}
+
+/// The file holding the test images' labels, beside the seed's layout.
+pub const TEST_TRUTH_FILE: &str = "test_truth.csv";
+
+/// `test_truth.csv`: each test image's label, in `Testing_set.csv`'s order. The seed's
+/// `Testing_set.csv` stays unlabelled, as the competition's was.
+fn test_truth_csv(plan: &Plan) -> String {
+    let mut csv = String::from("filename,label\n");
+    for (i, frame) in plan.test.iter().enumerate() {
+        csv.push_str(&format!(
+            "{},{}\n",
+            file_name(i),
+            KVASIR_CLASSES[frame.class].0
+        ));
     }
     csv
 }
@@ -264,7 +283,7 @@ mod tests {
         )
         .unwrap();
         let (fa, fb, fc) = (files(a.path()), files(b.path()), files(c.path()));
-        assert_eq!(fa.len(), 2 + 120 + 12);
+        assert_eq!(fa.len(), 3 + 120 + 12);
         assert!(fa == fb, "the same seed gave different files");
         assert!(fa != fc, "another seed gave the same files");
     }
@@ -301,6 +320,7 @@ mod tests {
                 test: Some(TestSet {
                     csv: dir.path().join("Testing_set.csv"),
                     dir: dir.path().join("test"),
+                    truth: Some(dir.path().join(TEST_TRUTH_FILE)),
                 }),
             },
             columns: Columns {
@@ -324,6 +344,20 @@ mod tests {
         assert_eq!(lenient.dataset.train.len(), 120);
         assert_eq!(lenient.dataset.classes.len(), 14);
         assert_eq!(lenient.dataset.test.len(), 12);
+        let truth = std::fs::read_to_string(dir.path().join(TEST_TRUTH_FILE)).unwrap();
+        let mut lines = truth.lines();
+        assert_eq!(lines.next(), Some("filename,label"));
+        let rows: Vec<(&str, &str)> = lines.map(|l| l.split_once(',').unwrap()).collect();
+        assert_eq!(rows.len(), 12);
+        assert_eq!(rows[0].0, "Image_1.jpg");
+        assert!(lenient.dataset.test.iter().all(|e| e.label.is_some()));
+        let first = lenient.dataset.test[0].label.unwrap() as usize;
+        assert_eq!(lenient.dataset.classes[first], rows[0].1);
+        let tested = std::fs::read_to_string(dir.path().join("Testing_set.csv")).unwrap();
+        assert!(
+            !tested.contains(rows[0].1),
+            "the seed's test CSV stays unlabelled"
+        );
         // Refuses to overwrite without --force.
         let again = generate(&options(dir.path()), &NoProgress).unwrap_err();
         assert!(again.to_string().contains("--force"), "{again}");

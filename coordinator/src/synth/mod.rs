@@ -10,5 +10,5 @@ mod plan;
 mod rng;
 
 pub use error::SynthError;
-pub use generate::{SynthOptions, SynthSummary, generate};
+pub use generate::{SynthOptions, SynthSummary, TEST_TRUTH_FILE, generate};
 pub use plan::{KVASIR_CLASSES, class_counts};
