@@ -1,5 +1,7 @@
-"""The reference input pipeline for the benchmark: PIL decode, torchvision bilinear resize,
-ToTensor and torch.stack into batches, on one thread."""
+"""The reference input pipeline for the benchmark: PIL decode, torchvision resize (nearest,
+as Keras' loader, or bilinear), ToTensor and torch.stack into batches, on one thread.
+
+Usage: pipeline_torchvision.py IMAGE_DIR SIZE BATCH REPEATS [nearest|bilinear]"""
 import sys
 import time
 from pathlib import Path
@@ -9,12 +11,16 @@ from PIL import Image
 from torchvision import transforms
 
 
-def main(image_dir: str, size: int, batch_size: int, repeats: int) -> None:
+def main(image_dir: str, size: int, batch_size: int, repeats: int, resize: str) -> None:
     torch.set_num_threads(1)
+    mode = {
+        "nearest": transforms.InterpolationMode.NEAREST,
+        "bilinear": transforms.InterpolationMode.BILINEAR,
+    }[resize]
     files = sorted(Path(image_dir).glob("*.jpg"))
     transform = transforms.Compose(
         [
-            transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BILINEAR),
+            transforms.Resize((size, size), interpolation=mode),
             transforms.ToTensor(),
         ]
     )
@@ -30,9 +36,10 @@ def main(image_dir: str, size: int, batch_size: int, repeats: int) -> None:
         elapsed = time.perf_counter() - start
         rate = len(files) / elapsed
         best = max(best, rate)
-        print(f"torchvision 1 thread: {len(files)} images in {elapsed:.3f}s = {rate:.1f} img/s (checksum {checksum:.2f})")
+        print(f"torchvision {resize} 1 thread: {len(files)} images in {elapsed:.3f}s = {rate:.1f} img/s (checksum {checksum:.2f})")
     print(f"torchvision best: {best:.1f} img/s/core")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    resize = sys.argv[5] if len(sys.argv) > 5 else "nearest"
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), resize)

@@ -1,5 +1,6 @@
 //! Input pipeline throughput: JPEG folder to normalised float batches with no cache
-//! (the first-epoch cost). Usage: pipeline_bench <image dir> <loader threads> [size] [batch] [repeats]
+//! (the first-epoch cost).
+//! Usage: pipeline_bench <image dir> <loader threads> [size] [batch] [repeats] [nearest|bilinear]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +13,9 @@ use foldtrain_worker::data::{FolderSource, ImageCache, Loader, PipelineOptions};
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        bail!("usage: pipeline_bench <image dir> <loader threads> [size] [batch] [repeats]");
+        bail!(
+            "usage: pipeline_bench <image dir> <loader threads> [size] [batch] [repeats] [nearest|bilinear]"
+        );
     }
     let dir = std::path::PathBuf::from(&args[0]);
     let threads: usize = args[1].parse().context("loader threads")?;
@@ -22,6 +25,11 @@ fn main() -> anyhow::Result<()> {
         })
     };
     let (size, batch_size, repeats) = (arg(2, 229)?, arg(3, 32)?, arg(4, 3)?);
+    let resize = match args.get(5).map_or("nearest", String::as_str) {
+        "nearest" => Resize::Nearest,
+        "bilinear" => Resize::Bilinear,
+        other => bail!("argument 5: resize must be nearest or bilinear, got {other:?}"),
+    };
 
     let mut images = Vec::new();
     let mut names: Vec<_> = std::fs::read_dir(&dir)
@@ -47,7 +55,7 @@ fn main() -> anyhow::Result<()> {
     let images = Arc::new(images);
     let options = PipelineOptions {
         image_size: size as u32,
-        resize: Resize::Bilinear,
+        resize,
         normalize: Normalize::Unit,
         augment: Vec::new(),
         loader_threads: threads,
@@ -72,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         let rate = count as f64 / elapsed;
         best = best.max(rate);
         println!(
-            "foldtrain {threads} thread(s): {count} images in {elapsed:.3}s = {rate:.1} img/s, {:.1} img/s/core (checksum {checksum:.2})",
+            "foldtrain {resize:?} {threads} thread(s): {count} images in {elapsed:.3}s = {rate:.1} img/s, {:.1} img/s/core (checksum {checksum:.2})",
             rate / threads as f64
         );
     }
