@@ -1,7 +1,8 @@
 # The two commands a new machine needs (see README.md):
 #   make demo   set everything up, then train a 5-fold DenseNet121 ensemble on a generated data set
 #   make test   set everything up, then run the whole test suite
-# Both need only the Rust toolchain, Python 3.11 and pip.
+# Both need only the Rust toolchain, Python 3.11 and pip; make test also needs Node.js 20
+# with npm, and apt (as root or through sudo) to install Chromium if it is missing.
 
 SHELL := /bin/bash
 ROOT := $(abspath .)
@@ -13,7 +14,7 @@ export FOLDTRAIN_PYTHON := $(VENV)/bin/python
 DEMO_DATA ?= $(ROOT)/demo-data
 DEMO_OUT ?= $(ROOT)/demo-out
 
-.PHONY: bootstrap otel-backend build release demo test lint fmt bench
+.PHONY: bootstrap otel-backend browser build release demo test lint fmt bench
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -23,13 +24,18 @@ bootstrap:
 otel-backend:
 	@bash scripts/install_otel_backend.sh
 
+# Headless Chromium (Debian's, from apt) and playwright-core (npm, in tests/browser/) that
+# tests/tests/report_browser.rs opens a job's report.html with.
+browser:
+	@bash scripts/install_browser.sh
+
 build: bootstrap
 	cargo build --workspace --bins
 
 release: bootstrap
 	cargo build --release --workspace --bins
 
-test: build otel-backend
+test: build otel-backend browser
 	cargo test --workspace --no-fail-fast
 
 lint: bootstrap
