@@ -290,6 +290,7 @@ async fn overhead(
                 train: train.iter().map(pb::ImageRef::from).collect(),
                 test: test.iter().map(pb::ImageRef::from).collect(),
                 name: "overhead".into(),
+                ..Default::default()
             })
             .await?
             .into_inner()

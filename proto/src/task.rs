@@ -48,7 +48,23 @@ pub struct EpochRecord {
     pub val_f1: f64,
     pub lr: f64,
     pub images_per_sec: f64,
+    /// The whole epoch: the training pass plus the validation pass.
     pub seconds: f64,
+    /// The validation pass alone, part of `seconds` (0 from workers that predate it).
+    #[serde(default)]
+    pub val_seconds: f64,
+    /// What the training thread spent on this epoch's checkpoints before it sent the
+    /// record, outside `seconds`: copying the best weights when val_loss improved, and
+    /// encoding the latest checkpoint (streamed after the record).
+    #[serde(default)]
+    pub checkpoint_seconds: f64,
+}
+
+impl EpochRecord {
+    /// The training pass alone.
+    pub fn train_seconds(&self) -> f64 {
+        (self.seconds - self.val_seconds).max(0.0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -259,6 +275,8 @@ impl From<EpochRecord> for pb::EpochMetrics {
             lr: r.lr,
             images_per_sec: r.images_per_sec,
             seconds: r.seconds,
+            val_seconds: r.val_seconds,
+            checkpoint_seconds: r.checkpoint_seconds,
         }
     }
 }
@@ -276,6 +294,8 @@ impl From<pb::EpochMetrics> for EpochRecord {
             lr: p.lr,
             images_per_sec: p.images_per_sec,
             seconds: p.seconds,
+            val_seconds: p.val_seconds,
+            checkpoint_seconds: p.checkpoint_seconds,
         }
     }
 }
@@ -314,6 +334,27 @@ mod tests {
         let t = task();
         let back = FoldTask::try_from(pb::FoldTask::from(&t)).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn epoch_timings_round_trip_and_default_when_absent() {
+        let record = EpochRecord {
+            epoch: 3,
+            seconds: 10.0,
+            val_seconds: 2.5,
+            checkpoint_seconds: 0.75,
+            ..Default::default()
+        };
+        assert_eq!(EpochRecord::from(pb::EpochMetrics::from(record)), record);
+        assert_eq!(record.train_seconds(), 7.5);
+        // A checkpoint written before the timings existed still decodes.
+        let old: EpochRecord = toml::from_str(
+            "epoch = 1\nloss = 1.0\naccuracy = 0.5\nf1 = 0.5\nval_loss = 1.0\n\
+             val_accuracy = 0.5\nval_f1 = 0.5\nlr = 0.001\nimages_per_sec = 10.0\nseconds = 4.0\n",
+        )
+        .unwrap();
+        assert_eq!((old.val_seconds, old.checkpoint_seconds), (0.0, 0.0));
+        assert_eq!(old.train_seconds(), 4.0);
     }
 
     #[test]

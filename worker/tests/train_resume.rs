@@ -159,6 +159,8 @@ fn timeless(mut state: ResumeState) -> ResumeState {
     for r in &mut state.history {
         r.images_per_sec = 0.0;
         r.seconds = 0.0;
+        r.val_seconds = 0.0;
+        r.checkpoint_seconds = 0.0;
     }
     state
 }

@@ -17,6 +17,9 @@ pub struct MetricsJson {
     /// Scores on the test set, when its labels were given (`--test-truth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<TestMetrics>,
+    /// Where the job's time went; filled in once aggregation and the report are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<super::JobTiming>,
 }
 
 /// Accuracy and macro-F1 of one set of predictions.
@@ -203,6 +206,7 @@ pub fn compute(
             majority_baseline: MajorityBaseline::of(job, majority, &y_true),
         },
         test: test_metrics(job, folds, ensemble, majority),
+        timing: None,
     })
 }
 

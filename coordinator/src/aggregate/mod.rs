@@ -4,6 +4,7 @@
 mod csv_out;
 mod ensemble;
 mod metrics_json;
+mod timing;
 
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ pub use metrics_json::{
     ClassMetrics, CvSummary, FoldMetrics, FoldTestScores, MajorityBaseline, MeanStd, MetricsJson,
     OofMetrics, Scores, TestMetrics,
 };
+pub use timing::{ClientTiming, FoldSeconds, JobTiming, TimingInputs};
 
 use crate::error::Result;
 use crate::store::{JobRecord, write_atomic};

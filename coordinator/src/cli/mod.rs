@@ -5,6 +5,7 @@ mod check_data;
 pub mod client_args;
 mod command;
 pub mod config_args;
+mod cpu_layout;
 pub mod dataset_args;
 pub mod draw;
 pub mod job_json;
@@ -17,6 +18,7 @@ mod split;
 mod submit;
 pub mod summary_table;
 mod synth;
+mod time_breakdown;
 pub mod watch;
 
 pub use client_args::ClientArgs;

@@ -1,10 +1,11 @@
 //! `foldtrain run`: the whole flow on one machine. An in-process coordinator on
-//! loopback, child `foldtrain-worker` processes (one per visible GPU, else CPU workers),
-//! then submit, watch and results, exactly as against a cluster.
+//! loopback, child `foldtrain-worker` processes (one per visible GPU, else CPU workers laid
+//! out by [`cpu_layout`](super::cpu_layout)), then submit, watch and results, exactly as
+//! against a cluster; at the end, where the time went.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
@@ -14,12 +15,14 @@ use tokio::sync::oneshot;
 
 use super::CommandResult;
 use super::config_args::ConfigArgs;
+use super::cpu_layout::{self, Asked, FoldDemand, Machine, fold_peak_bytes};
 use super::dataset_args::DatasetArgs;
 use super::draw::Draw;
 use super::local_workers::{Layout, LocalWorkers, cuda_devices, worker_binary};
 use super::progress::UploadBar;
+use super::time_breakdown::{self, RunTimes, read_job_timing};
 use super::watch::{WatchOptions, watch_job};
-use crate::client::{Client, download_results, submit_dataset};
+use crate::client::{Client, download_results, submit_dataset_hashed_in};
 use crate::config::ServeConfig;
 use crate::dataset::Dataset;
 use crate::server::ServerHandle;
@@ -33,7 +36,8 @@ pub struct RunArgs {
     /// Directory for the results (predictions, probabilities, metrics, weights, report).
     #[arg(long, env = "FOLDTRAIN_OUT")]
     pub out: PathBuf,
-    /// Local workers to start [default: one per visible GPU, else one CPU worker].
+    /// Local workers to start [default: one per visible GPU; else one CPU worker per
+    /// core, no more than the folds nor than fit in memory].
     #[arg(long, env = "FOLDTRAIN_WORKERS")]
     pub workers: Option<usize>,
     /// Train on the CPU even when GPUs are visible.
@@ -49,13 +53,18 @@ pub struct RunArgs {
 }
 
 pub fn run(mut args: RunArgs) -> CommandResult {
+    let started = Instant::now();
     let config = args.config.resolve(&mut args.dataset)?;
     let Some(dataset) = super::submit::load_checked(&args.dataset, &config)? else {
         return Ok(ExitCode::FAILURE);
     };
+    let times = RunTimes {
+        hashing: started.elapsed(),
+        ..RunTimes::default()
+    };
     let name = super::submit::default_name(&args.dataset);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(run_locally(args, config, dataset, name))
+    runtime.block_on(run_locally(args, config, dataset, name, started, times))
 }
 
 /// Starts the coordinator and workers, trains the job and downloads its results.
@@ -64,6 +73,8 @@ async fn run_locally(
     mut config: JobConfig,
     dataset: Dataset,
     name: String,
+    started: Instant,
+    mut times: RunTimes,
 ) -> CommandResult {
     let binary = worker_binary();
     let gpus = if args.cpu {
@@ -71,8 +82,27 @@ async fn run_locally(
     } else {
         cuda_devices(&binary).await?
     };
-    let layout = Layout::choose(gpus, args.workers);
-    share_cores(&mut config, &layout);
+    let (layout, announcement) = if gpus > 0 {
+        let layout = Layout::choose(gpus, args.workers);
+        let line = gpu_announcement(&layout);
+        (layout, line)
+    } else {
+        let machine = Machine::this_one();
+        let demand = FoldDemand {
+            folds: config.split.folds,
+            peak_bytes: fold_peak_bytes(
+                &config,
+                dataset.classes.len(),
+                dataset.train.len() + dataset.test.len(),
+            ),
+        };
+        let chosen = cpu_layout::choose(machine, demand, asked(&config, args.workers));
+        chosen.apply(&mut config);
+        (
+            Layout::Cpu(chosen.workers),
+            chosen.describe(machine, demand),
+        )
+    };
     let (state_dir, _temporary) = state_dir(args.data_dir.as_deref())?;
     let (stop, stopped) = oneshot::channel::<()>();
     let server = start_coordinator(&state_dir, stopped).await?;
@@ -82,8 +112,9 @@ async fn run_locally(
         Draw::Stderr
     };
     if !args.quiet {
-        announce(&layout);
+        eprintln!("{announcement}");
     }
+    let starting = Instant::now();
     let mut workers = LocalWorkers::start(
         &binary,
         &layout,
@@ -92,8 +123,20 @@ async fn run_locally(
         server.scheduler(),
     )
     .await?;
+    times.starting_workers = starting.elapsed();
+    times.workers = layout.len();
     let client = Client::connect(&server.url(), None).await?;
-    let outcome = submit_dataset(&client, &dataset, config, &name, &UploadBar::new(draw)).await?;
+    let outcome = submit_dataset_hashed_in(
+        &client,
+        &dataset,
+        config,
+        &name,
+        &UploadBar::new(draw),
+        times.hashing,
+    )
+    .await?;
+    times.upload = outcome.upload;
+    let watching = Instant::now();
     let options = WatchOptions {
         draw,
         quiet: args.quiet,
@@ -110,16 +153,22 @@ async fn run_locally(
             return Ok(ExitCode::from(130));
         }
     };
+    times.job = watching.elapsed();
+    let downloading = Instant::now();
     let written = if status.state() == JobState::Succeeded {
         download_results(&client, &job, &args.out).await?
     } else {
         Vec::new()
     };
+    times.download = downloading.elapsed();
     workers.stop().await;
     let _ = stop.send(());
     server.wait().await?;
     if !written.is_empty() {
         println!("{} result files in {}", written.len(), args.out.display());
+        times.total = started.elapsed();
+        let timing = read_job_timing(&args.out.join("metrics.json"));
+        print!("{}", time_breakdown::render(&times, timing.as_ref()));
     }
     Ok(super::jobs::exit_code(status.state()))
 }
@@ -159,8 +208,8 @@ async fn start_coordinator(
     Ok(server)
 }
 
-fn announce(layout: &Layout) {
-    eprintln!(
+fn gpu_announcement(layout: &Layout) -> String {
+    format!(
         "starting {} local worker{} ({})",
         layout.len(),
         if layout.len() == 1 { "" } else { "s" },
@@ -168,7 +217,17 @@ fn announce(layout: &Layout) {
             Layout::Gpus(gpus) => format!("GPUs {gpus:?}"),
             Layout::Cpu(_) => "CPU".to_owned(),
         }
-    );
+    )
+}
+
+/// What the user fixed: `--workers`, and threads set in the config or on the command line.
+fn asked(config: &JobConfig, workers: Option<usize>) -> Asked {
+    let set = |threads: u32| (threads > 0).then_some(threads);
+    Asked {
+        workers,
+        torch_threads: set(config.train.torch_threads),
+        loader_threads: set(config.train.loader_threads),
+    }
 }
 
 /// Resolves only when a worker process has died; the job could not finish without it.
@@ -181,32 +240,22 @@ async fn watch_workers(workers: &mut LocalWorkers) -> anyhow::Error {
     }
 }
 
-/// Several CPU workers on one machine would each take every core; give each its share.
-fn share_cores(config: &mut JobConfig, layout: &Layout) {
-    if let Layout::Cpu(n) = layout
-        && *n > 1
-        && config.train.torch_threads == 0
-    {
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-        config.train.torch_threads = (cores / n).max(1) as u32;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn cpu_workers_share_the_cores_unless_told_otherwise() {
+    fn threads_in_the_config_count_as_asked() {
         let mut config = JobConfig::default();
-        share_cores(&mut config, &Layout::Cpu(1));
-        assert_eq!(config.train.torch_threads, 0);
-        share_cores(&mut config, &Layout::Gpus(vec![0, 1]));
-        assert_eq!(config.train.torch_threads, 0);
-        share_cores(&mut config, &Layout::Cpu(64));
-        assert_eq!(config.train.torch_threads, 1);
+        assert_eq!(asked(&config, None), Asked::default());
         config.train.torch_threads = 3;
-        share_cores(&mut config, &Layout::Cpu(2));
-        assert_eq!(config.train.torch_threads, 3);
+        assert_eq!(
+            asked(&config, Some(2)),
+            Asked {
+                workers: Some(2),
+                torch_threads: Some(3),
+                loader_threads: None,
+            }
+        );
     }
 }

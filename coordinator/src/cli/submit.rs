@@ -2,6 +2,7 @@
 //! lacks, submit the job and print its id; with `--wait`, follow it to the end.
 
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
@@ -13,7 +14,7 @@ use super::dataset_args::DatasetArgs;
 use super::draw::Draw;
 use super::progress::{Bar, UploadBar};
 use super::watch::{WatchOptions, watch_job};
-use crate::client::submit_dataset;
+use crate::client::submit_dataset_hashed_in;
 use crate::dataset::{Dataset, DatasetSpec, LoadOptions, load};
 use foldtrain_proto::JobConfig;
 
@@ -37,10 +38,12 @@ pub struct SubmitArgs {
 }
 
 pub fn submit(mut args: SubmitArgs) -> CommandResult {
+    let started = Instant::now();
     let config = args.config.resolve(&mut args.dataset)?;
     let Some(dataset) = load_checked(&args.dataset, &config)? else {
         return Ok(ExitCode::FAILURE);
     };
+    let hashing = started.elapsed();
     let name = args
         .name
         .clone()
@@ -53,8 +56,15 @@ pub fn submit(mut args: SubmitArgs) -> CommandResult {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let client = args.client.connect().await?;
-        let outcome =
-            submit_dataset(&client, &dataset, config, &name, &UploadBar::new(draw)).await?;
+        let outcome = submit_dataset_hashed_in(
+            &client,
+            &dataset,
+            config,
+            &name,
+            &UploadBar::new(draw),
+            hashing,
+        )
+        .await?;
         println!("{}", outcome.job_id);
         if !args.quiet {
             eprintln!(

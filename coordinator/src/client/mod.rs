@@ -17,5 +17,7 @@ pub use connection::{Client, DEFAULT_COORDINATOR, RpcClient};
 pub use download::{download_results, fetch_artifact, safe_relative};
 pub use error::ClientError;
 pub use progress::{Silent, UploadProgress, WatchEvents};
-pub use upload::{SubmitOutcome, Uploaded, submit_dataset, upload_dataset};
+pub use upload::{
+    SubmitOutcome, Uploaded, submit_dataset, submit_dataset_hashed_in, upload_dataset,
+};
 pub use watch::{DEFAULT_GIVE_UP_AFTER, watch_job};

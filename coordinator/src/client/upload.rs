@@ -2,6 +2,7 @@
 //! those from disk in chunks, then submit the job's manifest and configuration.
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use foldtrain_proto::blob_chunks::ChunkCutter;
 use foldtrain_proto::{BlobHash, ImageRef, JobConfig, JobId, pb};
@@ -28,6 +29,8 @@ pub struct SubmitOutcome {
     /// Images the coordinator lacked and received now.
     pub blobs_uploaded: u64,
     pub bytes_uploaded: u64,
+    /// Asking which blobs the coordinator lacks and uploading them.
+    pub upload: Duration,
 }
 
 /// What an upload sent: the images the coordinator lacked, and their bytes.
@@ -45,9 +48,22 @@ pub struct Uploaded {
 pub async fn submit_dataset(
     client: &Client,
     dataset: &Dataset,
+    config: JobConfig,
+    name: &str,
+    progress: &dyn UploadProgress,
+) -> Result<SubmitOutcome, ClientError> {
+    submit_dataset_hashed_in(client, dataset, config, name, progress, Duration::ZERO).await
+}
+
+/// [`submit_dataset`], telling the coordinator that reading and hashing the data set took
+/// `hashing`, and how long the upload took, for the job's time breakdown.
+pub async fn submit_dataset_hashed_in(
+    client: &Client,
+    dataset: &Dataset,
     mut config: JobConfig,
     name: &str,
     progress: &dyn UploadProgress,
+    hashing: Duration,
 ) -> Result<SubmitOutcome, ClientError> {
     adopt_group_column(&mut config, dataset)?;
     if let Some(w) = dataset.classes.windows(2).find(|w| w[0] >= w[1]) {
@@ -56,7 +72,9 @@ pub async fn submit_dataset(
             w[0], w[1]
         )));
     }
+    let started = Instant::now();
     let uploaded = upload_dataset(client, dataset, progress).await?;
+    let upload = started.elapsed();
     let request = pb::SubmitJobRequest {
         config: Some(pb::JobConfig {
             toml: config.to_toml(),
@@ -65,6 +83,8 @@ pub async fn submit_dataset(
         train: dataset.train.iter().map(wire_ref).collect(),
         test: dataset.test.iter().map(wire_ref).collect(),
         name: name.to_string(),
+        hash_seconds: hashing.as_secs_f64(),
+        upload_seconds: upload.as_secs_f64(),
     };
     let job_id = client
         .rpc()
@@ -77,6 +97,7 @@ pub async fn submit_dataset(
         job_id: JobId::new(job_id),
         blobs_uploaded: uploaded.blobs,
         bytes_uploaded: uploaded.bytes,
+        upload,
     })
 }
 

@@ -3,14 +3,16 @@
 //! done) is the scheduler's decision, not the runner's.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use foldtrain_proto::runtime::telemetry::mark_span_failed;
 use foldtrain_proto::task::{CheckpointKind, EpochRecord, FoldFailure, FoldSummary};
 use foldtrain_proto::{AttemptId, BlobHash, FailureCause, FoldEvent, FoldIndex, JobId};
 use futures::StreamExt;
 use tokio::sync::watch;
-use tracing::{Instrument, Span, info, info_span};
+use tracing::{Instrument, Span, info, info_span, warn};
 
+use super::attempt_clock::AttemptClock;
 use super::job_spec::fold_task;
 use super::launcher::{FoldLauncher, SlotTarget};
 use super::metrics::{CoordinatorMetrics, Direction};
@@ -93,7 +95,10 @@ impl AttemptRunner {
     /// results that do not fit the task are not retried, trouble with the disk or the
     /// database may pass and is.
     pub async fn run(&self, launch: &mut Launch, host: &dyn AttemptHost) -> Outcome {
-        let outcome = match self.drive(launch, host).await {
+        let mut clock = AttemptClock::new(Instant::now());
+        let driven = self.drive(launch, host, &mut clock).await;
+        self.record_time(launch, &clock).await;
+        let outcome = match driven {
             Ok(outcome) => outcome,
             Err(e @ CoordinatorError::BadFoldResult { .. }) => {
                 Outcome::Failed(FoldFailure::new(FailureCause::BadResult, e.to_string()))
@@ -112,7 +117,12 @@ impl AttemptRunner {
     }
 
     /// Records the attempt, starts it and follows its events until one ends it.
-    async fn drive(&self, launch: &mut Launch, host: &dyn AttemptHost) -> Result<Outcome> {
+    async fn drive(
+        &self,
+        launch: &mut Launch,
+        host: &dyn AttemptHost,
+        clock: &mut AttemptClock,
+    ) -> Result<Outcome> {
         self.start(launch).await?;
         let job = launch.job.clone();
         let mut task = fold_task(
@@ -138,6 +148,7 @@ impl AttemptRunner {
         };
         let mut stream = self.launcher.launch(&launch.target, task);
         let mut received = Received::default();
+        clock.waiting(Instant::now());
         loop {
             let item = tokio::select! {
                 changed = launch.stop.changed() => {
@@ -161,15 +172,40 @@ impl AttemptRunner {
                 Some(Err(e)) => return Ok(Outcome::Failed(lost(e.to_string()))),
                 Some(Ok(event)) => event,
             };
+            clock.received(&event, Instant::now());
             if !host.is_current(&job.id, launch.fold, launch.attempt) {
                 return Ok(Outcome::Stale);
             }
+            let storing = Instant::now();
+            let checkpoint = matches!(event, FoldEvent::Checkpoint { .. });
             if let Some(outcome) = self
                 .record(launch, host, event, &mut received, expected)
                 .await?
             {
                 return Ok(outcome);
             }
+            if checkpoint {
+                clock.stored_checkpoint(storing.elapsed().as_secs_f64());
+            }
+            clock.waiting(Instant::now());
+        }
+    }
+
+    /// Adds what the attempt spent per phase to its job's time breakdown, whatever the
+    /// outcome: a lost attempt's work took time too. A failure here only loses numbers.
+    async fn record_time(&self, launch: &Launch, clock: &AttemptClock) {
+        let seconds = clock.totals();
+        if seconds.is_empty() {
+            return;
+        }
+        let (job, fold) = (launch.job.id.clone(), launch.fold);
+        let stored = self
+            .store
+            .db
+            .call(move |c| store::timing::add_seconds(c, &job, Some(fold), &seconds))
+            .await;
+        if let Err(e) = stored {
+            warn!(error = %e, "recording the attempt's time breakdown failed");
         }
     }
 

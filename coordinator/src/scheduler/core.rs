@@ -17,7 +17,7 @@ use super::registry::LiveWorker;
 use super::state::{FoldLive, FoldRuntime, JobRuntime, State, StopReason};
 use super::workers::WorkerRegistry;
 use crate::error::{CoordinatorError, Result, run_blocking};
-use crate::store::{self, FoldState, JobState, Store, now_ms};
+use crate::store::{self, FoldState, JobState, Phase, Store, now_ms};
 
 /// Something happened to a job: watchers re-read its status.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,6 +216,7 @@ impl Scheduler {
             return Err(CoordinatorError::ShuttingDown);
         }
         let id = new_job_id();
+        let client = spec.client;
         let blobs = self.inner.store.blobs.clone();
         let job_id = id.clone();
         // Splitting and checking thousands of blobs is blocking work.
@@ -240,7 +241,14 @@ impl Scheduler {
         self.inner
             .store
             .db
-            .call(move |c| store::jobs::insert_job(c, &stored))
+            .call(move |c| {
+                store::jobs::insert_job(c, &stored)?;
+                let client = [
+                    (Phase::ClientHashing, client.hashing),
+                    (Phase::ClientUpload, client.upload),
+                ];
+                store::timing::add_seconds(c, &stored.id, None, &client)
+            })
             .await?;
         // Every job is a trace of its own, whatever request happened to submit it.
         let span = info_span!(parent: None, "job", job = %id);

@@ -2,15 +2,18 @@
 //! report, and record the summary with the job's success.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use foldtrain_proto::task::FoldSummary;
 use foldtrain_proto::{FoldIndex, JobId};
 use tracing::{Span, error, info, info_span};
 
-use crate::aggregate::{FoldResult, ResultsSummary, write_fold_results, write_results};
+use crate::aggregate::{
+    FoldResult, JobTiming, ResultsSummary, TimingInputs, write_fold_results, write_results,
+};
 use crate::error::{CoordinatorError, Result, run_blocking};
 use crate::report::render_report;
-use crate::store::{self, JobRecord, JobState, Store};
+use crate::store::{self, JobRecord, JobState, Store, write_atomic};
 
 /// Turns a job's finished folds into its results; owns nothing but the store.
 #[derive(Debug, Clone)]
@@ -34,16 +37,33 @@ impl Finalizer {
         // Blocking threads do not inherit the current span: carry it over.
         let finalize = Span::current();
         let job = record.id.clone();
-        let (summary, report) = run_blocking("aggregation", move || {
+        let created_ms = record.created_ms;
+        let (mut summary, report, spent) = run_blocking("aggregation", move || {
+            let started = Instant::now();
             let summary = finalize
                 .in_scope(|| info_span!("aggregate").in_scope(|| aggregate(&store, &record)))?;
+            let aggregated = started.elapsed();
             let report = finalize.in_scope(|| {
                 info_span!("render_report")
                     .in_scope(|| render_report(&store.job_dir(&record.id), &summary, &record))
             });
-            Ok((summary, report))
+            let spent = Spent {
+                aggregation: aggregated.as_secs_f64(),
+                report: (started.elapsed() - aggregated).as_secs_f64(),
+            };
+            Ok((summary, report, spent))
         })
         .await?;
+        // The breakdown is diagnostics: without it the results are still whole.
+        match self.add_timing(&job, created_ms, spent, &mut summary).await {
+            Ok(timing) => info!(
+                wall_seconds = timing.wall_seconds,
+                training_fold_seconds = timing.fold_seconds.training,
+                checkpoint_storage_fold_seconds = timing.fold_seconds.checkpoint_storage,
+                "time breakdown written"
+            ),
+            Err(e) => error!(error = %e, "writing the time breakdown failed"),
+        }
         let json = summary.metrics.summary_json();
         let message = match report {
             Ok(_) => String::new(),
@@ -62,6 +82,41 @@ impl Finalizer {
             "job succeeded"
         );
         Ok(true)
+    }
+
+    /// Computes where the job's time went and rewrites metrics.json with it.
+    async fn add_timing(
+        &self,
+        job: &JobId,
+        created_ms: i64,
+        spent: Spent,
+        summary: &mut ResultsSummary,
+    ) -> Result<JobTiming> {
+        let id = job.clone();
+        let (attempts, phases) = self
+            .store
+            .db
+            .call(move |c| {
+                Ok((
+                    store::folds::attempts(c, &id)?,
+                    store::timing::phase_seconds(c, &id)?,
+                ))
+            })
+            .await?;
+        let timing = JobTiming::compute(TimingInputs {
+            created_ms,
+            finished_ms: store::now_ms(),
+            attempts: &attempts,
+            phases: &phases,
+            aggregation_seconds: spent.aggregation,
+            report_seconds: spent.report,
+        });
+        summary.metrics.timing = Some(timing);
+        let json = serde_json::to_vec_pretty(&summary.metrics)
+            .map_err(|e| CoordinatorError::encode("metrics.json", e))?;
+        let path = self.store.job_dir(job).join("metrics.json");
+        run_blocking("metrics.json", move || write_atomic(&path, &json)).await?;
+        Ok(timing)
     }
 
     async fn record_success(&self, job: JobId, json: String, message: String) -> Result<()> {
@@ -83,6 +138,13 @@ impl Finalizer {
         })
         .await
     }
+}
+
+/// Seconds that finalizing spent, for the time breakdown.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    aggregation: f64,
+    report: f64,
 }
 
 /// Reads every fold's results from the store and writes the artifacts.

@@ -18,6 +18,18 @@ pub struct JobSpec {
     pub class_names: Vec<String>,
     pub train: Vec<ImageRef>,
     pub test: Vec<ImageRef>,
+    /// What the client spent before submitting, as it reported it.
+    pub client: ClientSeconds,
+}
+
+/// What the submitting client spent before the job existed, for the job's time
+/// breakdown; 0 where it did not say.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ClientSeconds {
+    /// Reading, checking and hashing the data set.
+    pub hashing: f64,
+    /// Uploading the images the coordinator lacked.
+    pub upload: f64,
 }
 
 impl JobSpec {
@@ -222,6 +234,7 @@ mod tests {
                 })
                 .collect(),
             test: vec![image("x.jpg", None, "")],
+            client: Default::default(),
         }
     }
 

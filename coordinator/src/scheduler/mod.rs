@@ -3,6 +3,7 @@
 //! aggregation when a job's folds are all done.
 
 mod attempt;
+mod attempt_clock;
 mod core;
 mod finalize;
 mod grpc_launcher;
@@ -23,7 +24,7 @@ mod tests;
 
 pub use core::{JobEvent, Scheduler, SchedulerOptions};
 pub use grpc_launcher::GrpcLauncher;
-pub use job_spec::{JobSpec, assign_folds, fold_task};
+pub use job_spec::{ClientSeconds, JobSpec, assign_folds, fold_task};
 pub use launcher::{FoldEventStream, FoldLauncher, SlotTarget};
 pub use metrics::{CoordinatorMetrics, Direction, LiveGauges};
 pub use registry::{LiveWorker, Slot};

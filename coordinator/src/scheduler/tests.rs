@@ -64,6 +64,7 @@ fn spec(h: &Harness, prefix: &str, train: usize, folds: u32, epochs: u32) -> Job
         test: (0..5)
             .map(|i| image(format!("{prefix}-test-{i}.jpg"), None))
             .collect(),
+        client: Default::default(),
     }
 }
 
@@ -267,6 +268,23 @@ async fn a_retryable_failure_resumes_from_the_latest_checkpoint() {
         .map(|l| l.split(',').next().unwrap())
         .collect();
     assert_eq!(epochs, ["1", "2", "3", "4"]);
+
+    // The time breakdown counts the work of both of fold 1's attempts: 12 epochs in all,
+    // each reported by the virtual worker as 8 ms training, 2 ms validation and 1 ms of
+    // checkpoint encoding.
+    let metrics: crate::aggregate::MetricsJson = serde_json::from_slice(
+        &std::fs::read(h.scheduler.store().job_dir(&job).join("metrics.json")).unwrap(),
+    )
+    .unwrap();
+    let timing = metrics.timing.expect("metrics.json has a time breakdown");
+    let f = timing.fold_seconds;
+    let close = |got: f64, want: f64| (got - want).abs() < 1e-9;
+    assert!(close(f.training, 12.0 * 0.008), "{f:?}");
+    assert!(close(f.validation, 12.0 * 0.002), "{f:?}");
+    assert!(close(f.checkpoint_encoding, 12.0 * 0.001), "{f:?}");
+    assert!(f.checkpoint_storage > 0.0, "{f:?}");
+    assert!((1..=2).contains(&timing.parallel_folds), "{timing:?}");
+    assert!(timing.wall_seconds >= 0.0 && timing.aggregation_seconds > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

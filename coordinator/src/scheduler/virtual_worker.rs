@@ -267,6 +267,8 @@ fn epoch_events(task: &FoldTask, epoch: u32, best: &mut (u32, f64)) -> Vec<FoldE
             lr: task.config.train.lr,
             images_per_sec: 1000.0,
             seconds: 0.01,
+            val_seconds: 0.002,
+            checkpoint_seconds: 0.001,
         }),
     ];
     if vl < best.1 {

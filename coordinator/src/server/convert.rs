@@ -4,7 +4,7 @@
 use foldtrain_proto::{BlobHash, ImageRef, JobConfig, JobId, ProtoError, pb};
 
 use crate::error::{CoordinatorError, Result};
-use crate::scheduler::JobSpec;
+use crate::scheduler::{ClientSeconds, JobSpec};
 
 /// A submitted job as the scheduler takes it.
 pub fn job_spec(request: pb::SubmitJobRequest) -> Result<JobSpec> {
@@ -25,6 +25,10 @@ pub fn job_spec(request: pb::SubmitJobRequest) -> Result<JobSpec> {
         class_names: request.class_names,
         train: images("train", request.train)?,
         test: images("test", request.test)?,
+        client: ClientSeconds {
+            hashing: request.hash_seconds,
+            upload: request.upload_seconds,
+        },
     })
 }
 

@@ -139,6 +139,7 @@ mod tests {
                 .map(|i| image(format!("{i}.jpg"), Some(i % 3)))
                 .collect(),
             test: (0..3).map(|i| image(format!("t{i}.jpg"), None)).collect(),
+            client: Default::default(),
         };
         let job = scheduler.submit(spec).await.unwrap();
         let queued = scrape(addr).await;

@@ -270,6 +270,7 @@ async fn a_job_runs_from_upload_to_downloaded_results() {
         train: refs[..15].to_vec(),
         test: refs[15..].to_vec(),
         name: "demo".into(),
+        ..Default::default()
     };
 
     let status = c.submit_job(request.clone()).await.unwrap_err();

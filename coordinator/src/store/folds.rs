@@ -162,6 +162,8 @@ pub fn history(conn: &Connection, job: &JobId, fold: FoldIndex) -> Result<Vec<Ep
             lr: r.get(7)?,
             images_per_sec: r.get(8)?,
             seconds: r.get(9)?,
+            // Not kept per epoch: the job's time breakdown adds them up in phase_seconds.
+            ..EpochRecord::default()
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -8,6 +8,7 @@ pub mod folds;
 pub mod jobs;
 mod records;
 mod schema;
+pub mod timing;
 pub mod workers;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ pub use records::{
     StoredCheckpoint, WorkerRecord, now_ms,
 };
 pub use schema::SCHEMA_VERSION;
+pub use timing::{Phase, PhaseSeconds};
 
 use std::path::{Path, PathBuf};
 

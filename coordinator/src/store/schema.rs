@@ -98,6 +98,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job_id, fold, epoch)
     );
     "#,
+    // 2: seconds per phase of a job, for its time breakdown; fold -1 is the job's own.
+    r#"
+    CREATE TABLE phase_seconds (
+        job_id   TEXT NOT NULL REFERENCES jobs(id),
+        fold     INTEGER NOT NULL,
+        phase    TEXT NOT NULL,
+        seconds  REAL NOT NULL,
+        PRIMARY KEY (job_id, fold, phase)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -138,12 +148,12 @@ mod tests {
         let tables: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN \
-                 ('jobs','folds','attempts','workers','events','epoch_metrics')",
+                 ('jobs','folds','attempts','workers','events','epoch_metrics','phase_seconds')",
                 [],
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 6);
+        assert_eq!(tables, 7);
     }
 
     #[test]

@@ -1,13 +1,13 @@
-//! `run_fold`: trains one fold from a `FoldTask` (prepare, fit, then out-of-fold and test
-//! probabilities from the best weights), streaming its events and verdict to an
-//! [`EventSink`].
+//! `run_fold`: trains one fold from a `FoldTask` (prepare, fit, then the best weights and
+//! the out-of-fold and test probabilities they give), streaming its events and verdict to
+//! an [`EventSink`].
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use foldtrain_proto::runtime::panic_message;
 use foldtrain_proto::runtime::telemetry::mark_span_failed;
-use foldtrain_proto::task::FoldSummary;
+use foldtrain_proto::task::{CheckpointKind, FoldSummary};
 use foldtrain_proto::{FoldEvent, FoldTask};
 use tracing::{Span, info_span, warn};
 
@@ -19,6 +19,7 @@ use super::predict::{PredictError, PredictOptions, softmax_rows};
 use super::setup::FoldRun;
 use super::sink::EventSink;
 use crate::data::BlobSource;
+use crate::model::save_weights;
 
 /// Trains the fold on the calling thread. On success sends `Done`; on failure sends
 /// `Failed` (unless the sink itself is gone) and returns the error, so a caller only
@@ -57,7 +58,7 @@ fn train(
 ) -> Result<FoldSummary, TrainError> {
     let mut run = FoldRun::prepare(task, source, options)?;
     let early_stopped = fit(&mut run, sink, control)?;
-    send_probabilities(&run, sink, control.cancel_flag())?;
+    send_results(&run, sink, control.cancel_flag())?;
     Ok(FoldSummary {
         best_epoch: run.state.best.best_epoch,
         best_val_loss: run.state.best.best,
@@ -66,8 +67,10 @@ fn train(
     })
 }
 
-/// Sends the out-of-fold and test probabilities, computed with the best weights.
-fn send_probabilities(
+/// Sends the best weights, once, and the out-of-fold and test probabilities they give.
+/// Every attempt sends them, a resumed one too, whether or not it improved on the best
+/// its checkpoint carried.
+fn send_results(
     run: &FoldRun<'_>,
     sink: &mut dyn EventSink,
     cancel: &AtomicBool,
@@ -78,6 +81,11 @@ fn send_probabilities(
         .ok_or_else(|| CheckpointError("no epoch produced a finite val_loss".into()))?;
     best.restore_into(&run.learner.vs)
         .map_err(CheckpointError)?;
+    sink.send(FoldEvent::Checkpoint {
+        kind: CheckpointKind::Best,
+        epoch: run.state.best.best_epoch,
+        bytes: save_weights(&run.learner.vs)?,
+    })?;
     let (task, fold, classes) = (run.task, run.fold(), run.classes());
     let options = PredictOptions {
         device: run.learner.device,
@@ -112,7 +120,6 @@ fn send_probabilities(
 #[cfg(test)]
 mod tests {
     use foldtrain_proto::FailureCause;
-    use foldtrain_proto::task::CheckpointKind;
 
     use super::*;
     use crate::train::sink::SinkClosed;
@@ -137,10 +144,30 @@ mod tests {
         assert!(!summary.early_stopped);
         let n = events.len();
         assert!(matches!(
-            &events[n - 4],
+            &events[n - 5],
             FoldEvent::Checkpoint {
                 kind: CheckpointKind::Latest,
                 epoch: 2,
+                ..
+            }
+        ));
+        // The best weights go out once, after training, tagged with their epoch.
+        let bests: Vec<u32> = events
+            .iter()
+            .filter_map(|e| match e {
+                FoldEvent::Checkpoint {
+                    kind: CheckpointKind::Best,
+                    epoch,
+                    ..
+                } => Some(*epoch),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bests, [summary.best_epoch]);
+        assert!(matches!(
+            &events[n - 4],
+            FoldEvent::Checkpoint {
+                kind: CheckpointKind::Best,
                 ..
             }
         ));
@@ -159,6 +186,64 @@ mod tests {
         for row in probs.chunks(3) {
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         }
+    }
+
+    /// The best weights of an event stream.
+    fn best_bytes(events: &[FoldEvent]) -> Option<&Vec<u8>> {
+        events.iter().find_map(|e| match e {
+            FoldEvent::Checkpoint {
+                kind: CheckpointKind::Best,
+                bytes,
+                ..
+            } => Some(bytes),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_resumed_fold_with_nothing_left_to_train_still_sends_its_best_weights() {
+        let (task, source) = tiny_fold(8, 5, 3, 2);
+        let source = shared(source);
+        let never = FoldControl::default();
+        let mut full = Vec::new();
+        let summary = run_fold(
+            &task,
+            source.clone(),
+            &mut full,
+            &never,
+            RunOptions::default(),
+        )
+        .unwrap();
+        let last_latest = full
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                FoldEvent::Checkpoint {
+                    kind: CheckpointKind::Latest,
+                    bytes,
+                    ..
+                } => Some(bytes.clone()),
+                _ => None,
+            })
+            .unwrap();
+
+        // Lost after its last epoch: the retry only predicts, and the coordinator still
+        // needs the best weights from it.
+        let mut resumed_task = task.clone();
+        resumed_task.resume = Some(last_latest);
+        let mut resumed = Vec::new();
+        let again = run_fold(
+            &resumed_task,
+            source,
+            &mut resumed,
+            &never,
+            RunOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(again, summary);
+        assert!(!resumed.iter().any(|e| matches!(e, FoldEvent::Epoch(_))));
+        assert_eq!(best_bytes(&resumed), best_bytes(&full));
+        assert!(best_bytes(&resumed).is_some());
     }
 
     /// Panics on the first progress event; forwards everything else.

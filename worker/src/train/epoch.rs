@@ -37,9 +37,11 @@ pub(crate) fn run_epoch(
         batch_size: run.batch_size(),
         cancel: control.cancel_flag(),
     };
+    let val_started = Instant::now();
     let val = info_span!("evaluate", fold = pass.fold, epoch)
         .in_scope(|| validate(&run.learner, &run.loaders.val, &pass))?
         .finish(classes);
+    let val_seconds = val_started.elapsed().as_secs_f64();
     Ok(EpochRecord {
         epoch,
         loss: train.loss,
@@ -51,6 +53,9 @@ pub(crate) fn run_epoch(
         lr: run.learner.adam.lr(),
         images_per_sec: (train.rows - rows_before) as f64 / train_seconds.max(1e-9),
         seconds: started.elapsed().as_secs_f64(),
+        val_seconds,
+        // Taken at the epoch's end, once its checkpoints are out.
+        checkpoint_seconds: 0.0,
     })
 }
 

@@ -1,5 +1,11 @@
 //! Fit: the epochs a fold has left and, after each, the callbacks' decisions (keep the best
 //! weights, stop early, lower the learning rate) and the checkpoint events they lead to.
+//!
+//! The best weights are kept in memory (and inside every latest checkpoint), not streamed
+//! at each improvement: only the final best is a result, and the engine sends it once
+//! training is over.
+
+use std::time::Instant;
 
 use foldtrain_proto::FoldEvent;
 use foldtrain_proto::task::{CheckpointKind, EpochRecord};
@@ -13,7 +19,6 @@ use super::setup::FoldRun;
 use super::sink::EventSink;
 use super::spans::{epoch_span, record_epoch};
 use super::weights::Snapshot;
-use crate::model::save_weights;
 
 /// Trains the epochs left after the resume point. Returns whether early stopping ended
 /// training, in this run or before the checkpoint it resumed from.
@@ -40,16 +45,21 @@ pub(crate) fn fit(
     Ok(early_stopped || run.state.early_stopping.stopped_epoch > 0)
 }
 
-/// Applies the callbacks to a finished epoch and sends its events: the best weights when
-/// val_loss improved, the record, then the latest checkpoint. Returns whether to stop.
+/// Applies the callbacks to a finished epoch and sends its events: the record, then the
+/// latest checkpoint (holding the best weights so far). Returns whether to stop.
+///
+/// The latest checkpoint is encoded before the record goes out, so the record can say what
+/// the epoch's checkpoints cost the training thread; it is still sent after the record,
+/// which the coordinator must hold before any checkpoint that resumes past it.
 fn end_epoch(
     run: &mut FoldRun<'_>,
-    record: EpochRecord,
+    mut record: EpochRecord,
     sink: &mut dyn EventSink,
 ) -> Result<bool, TrainError> {
     let (fold, epoch) = (run.fold(), record.epoch);
+    let checkpoints_started = Instant::now();
     if run.state.best.on_epoch_end(epoch, record.val_loss) {
-        keep_best(run, epoch, record.val_loss, sink)?;
+        keep_best(run, epoch, record.val_loss);
     }
     let stop = run
         .state
@@ -69,9 +79,19 @@ fn end_epoch(
     }
     run.state.epochs_done = epoch;
     run.state.history.push(record);
-    sink.send(FoldEvent::Epoch(record))?;
     let bytes = run.latest_checkpoint(None)?;
-    info!(fold, epoch, bytes = bytes.len(), "latest checkpoint saved");
+    record.checkpoint_seconds = checkpoints_started.elapsed().as_secs_f64();
+    if let Some(last) = run.state.history.last_mut() {
+        last.checkpoint_seconds = record.checkpoint_seconds;
+    }
+    info!(
+        fold,
+        epoch,
+        bytes = bytes.len(),
+        seconds = record.checkpoint_seconds,
+        "latest checkpoint saved"
+    );
+    sink.send(FoldEvent::Epoch(record))?;
     sink.send(FoldEvent::Checkpoint {
         kind: CheckpointKind::Latest,
         epoch,
@@ -80,24 +100,13 @@ fn end_epoch(
     Ok(stop)
 }
 
-/// Keeps this epoch's weights in memory and sends them as the best checkpoint.
-fn keep_best(
-    run: &mut FoldRun<'_>,
-    epoch: u32,
-    val_loss: f64,
-    sink: &mut dyn EventSink,
-) -> Result<(), TrainError> {
+/// Keeps this epoch's weights in memory as the best so far.
+fn keep_best(run: &mut FoldRun<'_>, epoch: u32, val_loss: f64) {
     info!(
         fold = run.fold(),
-        epoch, val_loss, "val_loss improved; saving the best weights"
+        epoch, val_loss, "val_loss improved; keeping the best weights"
     );
     run.best = Some(Snapshot::take(&run.learner.vs));
-    sink.send(FoldEvent::Checkpoint {
-        kind: CheckpointKind::Best,
-        epoch,
-        bytes: save_weights(&run.learner.vs)?,
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -107,18 +116,13 @@ mod tests {
     use crate::train::options::RunOptions;
     use crate::train::test_fold::{shared, tiny_fold};
 
-    /// Each event reduced to a short tag: `best1`, `epoch1`, `latest1`, `progress`.
+    /// Each event reduced to a short tag: `epoch1`, `latest1`, `progress`.
     fn tags(events: &[FoldEvent]) -> Vec<String> {
         events
             .iter()
             .map(|e| match e {
                 FoldEvent::Progress { .. } => "progress".to_owned(),
                 FoldEvent::Epoch(r) => format!("epoch{}", r.epoch),
-                FoldEvent::Checkpoint {
-                    kind: CheckpointKind::Best,
-                    epoch,
-                    ..
-                } => format!("best{epoch}"),
                 FoldEvent::Checkpoint {
                     kind: CheckpointKind::Latest,
                     epoch,
@@ -139,10 +143,9 @@ mod tests {
         let early_stopped = fit(&mut run, &mut events, &never).unwrap();
 
         assert!(!early_stopped);
-        // The first finite val_loss always improves on none; the second may or may not.
-        let tags = tags(&events);
-        assert_eq!(tags[..3], ["best1", "epoch1", "latest1"]);
-        assert_eq!(tags.last().unwrap(), "latest2");
+        // No best checkpoint goes out during training: the best weights (the first finite
+        // val_loss always improves on none) ride inside each latest checkpoint.
+        assert_eq!(tags(&events), ["epoch1", "latest1", "epoch2", "latest2"]);
         assert_eq!(run.state.epochs_done, 2);
         assert_eq!(run.state.history.len(), 2);
         assert!(run.best.is_some());
@@ -152,6 +155,18 @@ mod tests {
         let (state, tensors) = decode(bytes).unwrap();
         assert_eq!(state.epochs_done, 2);
         assert!(tensors.keys().any(|n| n.starts_with("best.")));
+        // The record says what the epoch's checkpoints cost, outside its own seconds.
+        let records: Vec<EpochRecord> = events
+            .iter()
+            .filter_map(|e| match e {
+                FoldEvent::Epoch(r) => Some(*r),
+                _ => None,
+            })
+            .collect();
+        for r in &records {
+            assert!(r.checkpoint_seconds > 0.0, "{r:?}");
+            assert!(r.val_seconds > 0.0 && r.val_seconds < r.seconds, "{r:?}");
+        }
     }
 
     #[test]
