@@ -185,6 +185,11 @@ pub struct TrainConfig {
     pub loader_threads: u32,
     /// Intra-op threads for libtorch on the training thread; 0 picks from the core count.
     pub torch_threads: u32,
+    /// Seconds between latest checkpoints: after an epoch, one is written only when this
+    /// long has passed since the last (or since the attempt began); 0 writes one after
+    /// every epoch. A worker that dies loses at most this much training plus an epoch; one
+    /// told to stop still checkpoints the epoch in progress.
+    pub checkpoint_interval_s: u32,
 }
 
 impl Default for TrainConfig {
@@ -209,6 +214,7 @@ impl Default for TrainConfig {
             cache_bytes: 2 << 30,
             loader_threads: 0,
             torch_threads: 0,
+            checkpoint_interval_s: 30,
         }
     }
 }

@@ -196,7 +196,8 @@ pub fn synth(dir: &Path, train: u32, test: u32, image_size: u32, folds: u32) -> 
 }
 
 /// Job flags for the tiny DenseNet at 32 px, batch 16, one thread per fold: quick, and
-/// deterministic on CPU wherever and however often a fold runs.
+/// deterministic on CPU wherever and however often a fold runs. Every epoch writes a
+/// latest checkpoint, however quick, so a fault always has one to resume from.
 pub fn tiny_job(folds: u32, epochs: u32) -> Vec<String> {
     let (folds, epochs) = (folds.to_string(), epochs.to_string());
     [
@@ -216,6 +217,8 @@ pub fn tiny_job(folds: u32, epochs: u32) -> Vec<String> {
         "1",
         "--loader-threads",
         "1",
+        "--checkpoint-interval",
+        "0",
     ]
     .map(String::from)
     .to_vec()

@@ -121,7 +121,8 @@ impl TracedJob {
             .args(["--epochs", &self.epochs.to_string()])
             .args(["--arch", "densenet-tiny", "--head-units", "16"])
             .args(["--image-size", "32", "--batch-size", "8"])
-            .args(["--torch-threads", "1", "--loader-threads", "1"]);
+            .args(["--torch-threads", "1", "--loader-threads", "1"])
+            .args(["--checkpoint-interval", "0"]);
         traced(
             &mut submit,
             &self.endpoint,

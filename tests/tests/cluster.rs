@@ -27,6 +27,8 @@ fn job_config(epochs: u32) -> JobConfig {
     // fighting over the cores.
     t.torch_threads = 1;
     t.loader_threads = 1;
+    // Every epoch checkpoints, so the tests see each one stored.
+    t.checkpoint_interval_s = 0;
     config
 }
 

@@ -71,6 +71,7 @@ fn task(dir: &std::path::Path) -> FoldTask {
     config.train.loader_threads = 2;
     config.train.torch_threads = 1;
     config.train.cache_bytes = 1 << 20;
+    config.train.checkpoint_interval_s = 0;
     FoldTask {
         job_id: JobId::new("resume-test"),
         fold: FoldIndex(1),

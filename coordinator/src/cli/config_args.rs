@@ -120,6 +120,13 @@ pub struct ConfigArgs {
         help_heading = "Job configuration"
     )]
     pub max_attempts: Option<u32>,
+    /// Seconds between latest checkpoints, 0 = after every epoch [train.checkpoint_interval_s].
+    #[arg(
+        long,
+        env = "FOLDTRAIN_CHECKPOINT_INTERVAL",
+        help_heading = "Job configuration"
+    )]
+    pub checkpoint_interval: Option<u32>,
     /// Image-loading threads per fold, 0 = from the core count [train.loader_threads].
     #[arg(
         long,
@@ -270,6 +277,12 @@ impl ConfigArgs {
             "--max-attempts",
             "train.max_attempts",
             &mut t.max_attempts,
+        );
+        o.set(
+            &self.checkpoint_interval,
+            "--checkpoint-interval",
+            "train.checkpoint_interval_s",
+            &mut t.checkpoint_interval_s,
         );
         self.apply_input(t, o);
     }

@@ -44,8 +44,8 @@ impl AttemptClock {
     }
 
     /// An event arrived. A latest checkpoint right after its epoch's record, and a best
-    /// checkpoint right after a latest one (the worker sends its best weights once training
-    /// is over), were waited for as streaming; probabilities after a checkpoint as
+    /// checkpoint right after the last epoch's record or latest checkpoint (the worker sends
+    /// its best weights once training is over), were waited for as streaming; probabilities after a checkpoint as
     /// prediction. Any other wait (training, setup) is the worker's to report, and is.
     pub fn received(&mut self, event: &FoldEvent, now: Instant) {
         let waited = now
@@ -61,7 +61,7 @@ impl AttemptClock {
             FoldEvent::Checkpoint { kind, .. } => {
                 let streamed = match kind {
                     CheckpointKind::Latest => self.last == Last::Epoch,
-                    CheckpointKind::Best => self.last == Last::Checkpoint,
+                    CheckpointKind::Best => matches!(self.last, Last::Epoch | Last::Checkpoint),
                 };
                 if streamed {
                     self.add(Phase::CheckpointStreaming, waited);
@@ -199,5 +199,34 @@ mod tests {
         resumed.received(&oof(), t0 + Duration::from_secs(9));
         assert!(clock.totals().is_empty());
         assert!(resumed.totals().is_empty());
+    }
+
+    #[test]
+    fn best_weights_right_after_the_last_record_were_streamed() {
+        // No latest checkpoint was due after the last epoch: the best weights follow its record.
+        let t0 = Instant::now();
+        let mut clock = AttemptClock::new(t0);
+        clock.received(
+            &FoldEvent::Epoch(EpochRecord {
+                epoch: 2,
+                seconds: 4.0,
+                ..Default::default()
+            }),
+            t0 + Duration::from_secs(4),
+        );
+        clock.waiting(t0 + Duration::from_secs(4));
+        clock.received(
+            &FoldEvent::Checkpoint {
+                kind: CheckpointKind::Best,
+                epoch: 2,
+                bytes: vec![],
+            },
+            t0 + Duration::from_millis(4300),
+        );
+        let totals: BTreeMap<Phase, f64> = clock.totals().into_iter().collect();
+        assert!(
+            (totals[&Phase::CheckpointStreaming] - 0.3).abs() < 1e-9,
+            "{totals:?}"
+        );
     }
 }

@@ -8,6 +8,9 @@ use super::config::DenseNetConfig;
 
 /// torchvision initialises convolutions with `kaiming_normal_` (fan-in, ReLU gain) and
 /// BatchNorm with weight 1, bias 0; tch's BatchNorm default weight init is uniform, so it is set here.
+///
+/// The kernel is stored channels-last (see [`channels_last`]); loading weights copies into
+/// it, and saving them makes a contiguous copy, so the names and files are unchanged.
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> Conv2D {
     let cfg = nn::ConvConfig {
         stride,
@@ -16,7 +19,29 @@ fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -
         ws_init: nn::init::DEFAULT_KAIMING_NORMAL,
         ..Default::default()
     };
-    nn::conv2d(p, c_in, c_out, k, cfg)
+    let mut conv = nn::conv2d(p, c_in, c_out, k, cfg);
+    // The VarStore holds a handle to the same tensor, so it sees the new layout too.
+    tch::no_grad(|| conv.ws.set_data(&channels_last(&conv.ws)));
+    conv
+}
+
+/// `x` (4-D, NCHW) with its values laid out channels-last (NHWC strides), as PyTorch's
+/// `memory_format=torch.channels_last`: oneDNN's and cuDNN's convolutions run on that
+/// layout without reordering, which makes a DenseNet step about a quarter quicker on the
+/// CPU. Shape, values and indexing are unchanged; only the strides differ.
+pub(crate) fn channels_last(x: &Tensor) -> Tensor {
+    let size = x.size();
+    let [_, c, h, w] = size[..] else {
+        return x.shallow_clone();
+    };
+    let strides = [c * h * w, 1, w * c, c];
+    if x.stride() == strides {
+        return x.shallow_clone();
+    }
+    let mut out = Tensor::empty_strided(&size, &strides, (x.kind(), x.device()));
+    // A differentiable copy: gradients flow back to `x` where it needs them.
+    out.copy_(x);
+    out
 }
 
 fn bn(p: nn::Path, c: i64, style: BackboneBn) -> BatchNorm {
@@ -164,7 +189,8 @@ impl DenseNetFeatures {
 
 impl ModuleT for DenseNetFeatures {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let x = bn_relu(&x.apply(&self.conv0), &self.norm0, train);
+        // The kernels are channels-last; an input in the same layout keeps every layer in it.
+        let x = bn_relu(&channels_last(x).apply(&self.conv0), &self.norm0, train);
         let mut x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward_t(x, train);

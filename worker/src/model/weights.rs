@@ -206,7 +206,12 @@ mod tests {
 
     fn write(dir: &Path, file: &str, tensors: &[(String, Tensor)]) -> std::path::PathBuf {
         let path = dir.join(file);
-        Tensor::write_safetensors(tensors, &path).unwrap();
+        // Kernels live channels-last in the model; files hold contiguous tensors.
+        let tensors: Vec<(String, Tensor)> = tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.contiguous()))
+            .collect();
+        Tensor::write_safetensors(&tensors, &path).unwrap();
         path
     }
 

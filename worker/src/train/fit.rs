@@ -45,8 +45,9 @@ pub(crate) fn fit(
     Ok(early_stopped || run.state.early_stopping.stopped_epoch > 0)
 }
 
-/// Applies the callbacks to a finished epoch and sends its events: the record, then the
-/// latest checkpoint (holding the best weights so far). Returns whether to stop.
+/// Applies the callbacks to a finished epoch and sends its events: the record, then, when
+/// one is due (`train.checkpoint_interval_s`), the latest checkpoint (holding the best
+/// weights so far). Returns whether to stop.
 ///
 /// The latest checkpoint is encoded before the record goes out, so the record can say what
 /// the epoch's checkpoints cost the training thread; it is still sent after the record,
@@ -79,24 +80,32 @@ fn end_epoch(
     }
     run.state.epochs_done = epoch;
     run.state.history.push(record);
-    let bytes = run.latest_checkpoint(None)?;
+    let latest = if run.checkpoint_due(Instant::now()) {
+        let bytes = run.latest_checkpoint(None)?;
+        run.last_checkpoint = Instant::now();
+        Some(bytes)
+    } else {
+        None
+    };
     record.checkpoint_seconds = checkpoints_started.elapsed().as_secs_f64();
     if let Some(last) = run.state.history.last_mut() {
         last.checkpoint_seconds = record.checkpoint_seconds;
     }
-    info!(
-        fold,
-        epoch,
-        bytes = bytes.len(),
-        seconds = record.checkpoint_seconds,
-        "latest checkpoint saved"
-    );
     sink.send(FoldEvent::Epoch(record))?;
-    sink.send(FoldEvent::Checkpoint {
-        kind: CheckpointKind::Latest,
-        epoch,
-        bytes,
-    })?;
+    if let Some(bytes) = latest {
+        info!(
+            fold,
+            epoch,
+            bytes = bytes.len(),
+            seconds = record.checkpoint_seconds,
+            "latest checkpoint saved"
+        );
+        sink.send(FoldEvent::Checkpoint {
+            kind: CheckpointKind::Latest,
+            epoch,
+            bytes,
+        })?;
+    }
     Ok(stop)
 }
 
@@ -167,6 +176,29 @@ mod tests {
             assert!(r.checkpoint_seconds > 0.0, "{r:?}");
             assert!(r.val_seconds > 0.0 && r.val_seconds < r.seconds, "{r:?}");
         }
+    }
+
+    #[test]
+    fn latest_checkpoints_wait_for_the_interval() {
+        let (mut task, source) = tiny_fold(8, 3, 1, 3);
+        task.config.train.checkpoint_interval_s = 3600;
+        let mut run = FoldRun::prepare(&task, shared(source), RunOptions::default()).unwrap();
+        let mut events = Vec::new();
+        let never = FoldControl::default();
+        fit(&mut run, &mut events, &never).unwrap();
+        // No hour has passed: no latest checkpoint, the best weights still kept.
+        assert_eq!(tags(&events), ["epoch1", "epoch2", "epoch3"]);
+        assert!(run.best.is_some());
+
+        // An attempt whose last checkpoint is an hour old writes one after its next epoch,
+        // and the hour starts again from there.
+        let (mut task, source) = tiny_fold(8, 3, 1, 3);
+        task.config.train.checkpoint_interval_s = 3600;
+        let mut run = FoldRun::prepare(&task, shared(source), RunOptions::default()).unwrap();
+        run.last_checkpoint = Instant::now() - std::time::Duration::from_secs(3601);
+        let mut events = Vec::new();
+        fit(&mut run, &mut events, &never).unwrap();
+        assert_eq!(tags(&events), ["epoch1", "latest1", "epoch2", "epoch3"]);
     }
 
     #[test]

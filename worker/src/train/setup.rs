@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use foldtrain_proto::config::{ClassWeights, Precision};
 use foldtrain_proto::{FoldTask, ImageRef};
@@ -35,6 +36,8 @@ pub(crate) struct FoldRun<'t> {
     pub best: Option<Snapshot>,
     pub loaders: Loaders,
     pub options: RunOptions,
+    /// When the last latest checkpoint was taken, or this attempt began.
+    pub last_checkpoint: Instant,
 }
 
 impl<'t> FoldRun<'t> {
@@ -64,6 +67,7 @@ impl<'t> FoldRun<'t> {
             best,
             loaders: Loaders::new(task, source),
             options,
+            last_checkpoint: Instant::now(),
         })
     }
 
@@ -77,6 +81,13 @@ impl<'t> FoldRun<'t> {
 
     pub fn batch_size(&self) -> usize {
         self.task.config.train.batch_size as usize
+    }
+
+    /// Whether an epoch that ends now writes a latest checkpoint: always with an interval
+    /// of 0, else once `train.checkpoint_interval_s` has passed since the last one.
+    pub fn checkpoint_due(&self, now: Instant) -> bool {
+        let interval = Duration::from_secs(self.task.config.train.checkpoint_interval_s.into());
+        now.saturating_duration_since(self.last_checkpoint) >= interval
     }
 
     /// The latest checkpoint of this run (weights, best weights, optimizer and state),

@@ -92,6 +92,8 @@ pub(crate) fn tiny_config(epochs: u32) -> JobConfig {
     config.train.loader_threads = 1;
     config.train.torch_threads = 1;
     config.train.cache_bytes = 1 << 20;
+    // Every epoch checkpoints, whatever its speed; the interval has its own tests.
+    config.train.checkpoint_interval_s = 0;
     config
 }
 
