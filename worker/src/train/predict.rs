@@ -75,9 +75,9 @@ impl Probabilities {
 
 /// A classifier with fixed weights, for prediction only.
 pub struct Predictor {
-    model: Classifier,
+    pub(crate) model: Classifier,
     classes: usize,
-    options: PredictOptions,
+    pub(crate) options: PredictOptions,
 }
 
 impl Predictor {
@@ -145,8 +145,12 @@ pub(crate) fn softmax_rows(
 
 /// The logits of `batch` in eval mode (BatchNorm on its running statistics), as f32.
 pub(crate) fn eval_logits(model: &Classifier, batch: &Batch, device: Device, amp: bool) -> Tensor {
-    let x = batch.images_tensor().to_device(device);
-    tch::autocast(amp, || model.forward_t(&x, false)).to_kind(Kind::Float)
+    eval_logits_of(model, &batch.images_tensor().to_device(device), amp)
+}
+
+/// The logits of images `x` (`[N, 3, S, S]`, on the model's device) in eval mode, as f32.
+pub(crate) fn eval_logits_of(model: &Classifier, x: &Tensor, amp: bool) -> Tensor {
+    tch::autocast(amp, || model.forward_t(x, false)).to_kind(Kind::Float)
 }
 
 #[cfg(test)]
