@@ -11,6 +11,7 @@ pub mod draw;
 pub mod job_json;
 pub(crate) mod jobs;
 pub mod local_workers;
+mod predict;
 mod progress;
 mod run;
 pub mod serve;

@@ -175,7 +175,7 @@ async fn run_locally(
 
 /// The folder for the coordinator's state: `data_dir`, or a temporary one that lives as
 /// long as the returned guard.
-fn state_dir(data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<TempDir>)> {
+pub(super) fn state_dir(data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<TempDir>)> {
     let (dir, temporary) = match data_dir {
         Some(dir) => (dir.to_path_buf(), None),
         None => {
@@ -191,7 +191,7 @@ fn state_dir(data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<TempDir
 }
 
 /// An in-process coordinator on a free loopback port, running until `stopped` fires.
-async fn start_coordinator(
+pub(super) async fn start_coordinator(
     state_dir: &Path,
     stopped: oneshot::Receiver<()>,
 ) -> anyhow::Result<ServerHandle> {

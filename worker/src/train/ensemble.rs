@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use foldtrain_proto::ImageRef;
 use foldtrain_proto::config::ModelConfig;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 use super::predict::{PredictError, PredictOptions, Predictor, eval_logits_of};
 use crate::data::{Batch, BlobSource, DataError, ImageCache, Loader, PipelineOptions};
@@ -159,6 +159,7 @@ fn bad_image_offset(error: &DataError, window: &[usize], images: &[ImageRef]) ->
 
 #[cfg(test)]
 mod tests {
+    use tch::Tensor;
     use tch::nn::VarStore;
 
     use super::*;
