@@ -107,9 +107,11 @@ pub async fn run_shard(shared: Arc<Shared>, attempt: ShardAttempt) {
     } else {
         let thread = {
             let (shared, tx) = (shared.clone(), tx.clone());
+            // Spans do not follow a thread by themselves: carry the shard's in.
+            let span = tracing::Span::current();
             std::thread::Builder::new()
                 .name(format!("shard-{shard}"))
-                .spawn(move || score_shard(&shared, task, lease, &control, &tx))
+                .spawn(move || span.in_scope(|| score_shard(&shared, task, lease, &control, &tx)))
         };
         match thread {
             Ok(thread) => {
