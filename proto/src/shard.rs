@@ -3,7 +3,7 @@
 
 use crate::config::JobConfig;
 use crate::ids::BlobHash;
-use crate::task::ImageRef;
+use crate::task::{ImageRef, config_and_classes};
 use crate::{ProtoError, pb};
 
 /// Everything a worker needs to score one shard with a finished job's folds.
@@ -29,14 +29,7 @@ impl TryFrom<pb::ShardTask> for ShardTask {
         if p.run_id.is_empty() {
             return Err(ProtoError::MissingField("run_id"));
         }
-        let config = p.config.ok_or(ProtoError::MissingField("config"))?;
-        let config = JobConfig::from_toml(&config.toml)?;
-        if p.class_names.len() < 2 {
-            return Err(ProtoError::invalid(
-                "class_names",
-                format!("need at least 2 classes, got {}", p.class_names.len()),
-            ));
-        }
+        let config = config_and_classes(p.config, &p.class_names)?;
         if p.fold_weights.is_empty() {
             return Err(ProtoError::invalid("fold_weights", "no fold weights"));
         }

@@ -237,6 +237,22 @@ fn protocol(message: String) -> ShardFailure {
     }
 }
 
+/// A shard template of two classes and one fold, for tests.
+#[cfg(test)]
+pub(crate) fn test_template() -> ShardTask {
+    ShardTask {
+        run_id: "p".into(),
+        shard: 0,
+        config: foldtrain_proto::JobConfig::default(),
+        class_names: vec!["a".into(), "b".into()],
+        fold_weights: vec![foldtrain_proto::BlobHash::of(b"w")],
+        images: Vec::new(),
+        device_index: None,
+        tta_flip: false,
+        batch_size: 4,
+    }
+}
+
 #[cfg(test)]
 #[path = "dispatch_tests.rs"]
 mod tests;

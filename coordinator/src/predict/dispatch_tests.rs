@@ -1,6 +1,6 @@
 use std::sync::Mutex;
 
-use foldtrain_proto::{BlobHash, JobConfig, WorkerId};
+use foldtrain_proto::{BlobHash, WorkerId};
 
 use super::*;
 
@@ -42,17 +42,7 @@ impl ShardSink for &Recorded {
 }
 
 fn shards(images: usize, shard_size: usize) -> Vec<ShardTask> {
-    let template = ShardTask {
-        run_id: "p".into(),
-        shard: 0,
-        config: JobConfig::default(),
-        class_names: vec!["a".into(), "b".into()],
-        fold_weights: vec![BlobHash::of(b"w")],
-        images: Vec::new(),
-        device_index: None,
-        tta_flip: false,
-        batch_size: 4,
-    };
+    let template = test_template();
     let images = (0..images)
         .map(|i| ImageRef {
             hash: BlobHash::of(&i.to_le_bytes()),

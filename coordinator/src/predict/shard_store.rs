@@ -181,25 +181,16 @@ fn read_f32(path: &Path) -> std::io::Result<Vec<f32>> {
 
 #[cfg(test)]
 mod tests {
-    use foldtrain_proto::{BlobHash, ImageRef, JobConfig};
+    use foldtrain_proto::{BlobHash, ImageRef};
 
     use super::*;
     use crate::predict::cut_shards;
+    use crate::predict::dispatch::test_template;
 
     #[test]
     fn shards_merge_into_csvs_in_input_order() {
         let dir = tempfile::tempdir().unwrap();
-        let template = ShardTask {
-            run_id: "p".into(),
-            shard: 0,
-            config: JobConfig::default(),
-            class_names: vec!["a".into(), "b".into()],
-            fold_weights: vec![BlobHash::of(b"w")],
-            images: Vec::new(),
-            device_index: None,
-            tta_flip: false,
-            batch_size: 4,
-        };
+        let template = test_template();
         let images = ["x.png", "y.png", "sub/z.png"]
             .iter()
             .map(|name| ImageRef {

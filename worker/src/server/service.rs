@@ -54,6 +54,17 @@ impl Shared {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// New work is refused, as unavailable, once shutdown has begun.
+    fn refuse_if_draining(&self) -> Result<(), Status> {
+        if self.is_draining() {
+            return Err(Status::unavailable(format!(
+                "worker {} is shutting down",
+                self.worker_id
+            )));
+        }
+        Ok(())
+    }
+
     /// Shutdown, step one: refuse new folds, tell the health service and the coordinator,
     /// and ask running folds to hand themselves back.
     pub async fn begin_drain(&self) {
@@ -111,12 +122,7 @@ impl pb::worker_server::Worker for WorkerService {
         request: Request<pb::ShardTask>,
     ) -> Result<Response<Self::PredictShardStream>, Status> {
         let shared = &self.shared;
-        if shared.is_draining() {
-            return Err(Status::unavailable(format!(
-                "worker {} is shutting down",
-                shared.worker_id
-            )));
-        }
+        shared.refuse_if_draining()?;
         let (metadata, _, wire) = request.into_parts();
         let device_index = wire.device_index;
         let task = ShardTask::try_from(wire).map_err(WorkerError::from)?;
@@ -150,12 +156,7 @@ impl pb::worker_server::Worker for WorkerService {
         request: Request<pb::FoldTask>,
     ) -> Result<Response<Self::TrainFoldStream>, Status> {
         let shared = &self.shared;
-        if shared.is_draining() {
-            return Err(Status::unavailable(format!(
-                "worker {} is shutting down",
-                shared.worker_id
-            )));
-        }
+        shared.refuse_if_draining()?;
         let (metadata, _, wire) = request.into_parts();
         let resume_blob = match wire.resume_blob.as_slice() {
             [] => None,

@@ -15,6 +15,7 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use super::WorkerError;
+use super::attempt::cancel_when_closed;
 use super::fetch::{Wanted, fetch_missing};
 use super::service::Shared;
 use super::slots::SlotLease;
@@ -93,13 +94,7 @@ pub async fn run_shard(shared: Arc<Shared>, attempt: ShardAttempt) {
         tx,
     } = attempt;
     // The caller dropping the stream (a cancelled prediction) stops the shard.
-    let watcher = {
-        let (tx, control) = (tx.clone(), control.clone());
-        tokio::spawn(async move {
-            tx.closed().await;
-            control.cancel();
-        })
-    };
+    let watcher = cancel_when_closed(&tx, &control);
     let shard = task.shard;
     if let Err(e) = fetch_inputs(&shared, &task).await {
         warn!(error = %e, "shard failed before scoring");

@@ -160,12 +160,12 @@ fn bad_image_offset(error: &DataError, window: &[usize], images: &[ImageRef]) ->
 #[cfg(test)]
 mod tests {
     use tch::Tensor;
-    use tch::nn::VarStore;
 
     use super::*;
     use crate::data::BlobSource;
-    use crate::model::{Classifier, save_weights};
-    use crate::train::test_fold::{CLASSES, MemorySource, tiny_config, tiny_pipeline};
+    use crate::train::test_fold::{
+        CLASSES, MemorySource, tiny_config, tiny_pipeline, tiny_weights,
+    };
 
     const CPU: PredictOptions = PredictOptions {
         device: Device::Cpu,
@@ -174,10 +174,7 @@ mod tests {
     };
 
     fn weights(seed: i64) -> Vec<u8> {
-        tch::manual_seed(seed);
-        let vs = VarStore::new(Device::Cpu);
-        let _model = Classifier::new(&vs.root(), &tiny_config(1).model, i64::from(CLASSES));
-        save_weights(&vs).unwrap()
+        tiny_weights(seed, CLASSES as usize)
     }
 
     fn ensemble(seeds: &[i64]) -> Ensemble {

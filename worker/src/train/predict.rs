@@ -156,22 +156,15 @@ pub(crate) fn eval_logits_of(model: &Classifier, x: &Tensor, amp: bool) -> Tenso
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::save_weights;
-    use crate::train::test_fold::{CLASSES, MemorySource, tiny_config, tiny_pipeline};
+    use crate::train::test_fold::{
+        CLASSES, MemorySource, tiny_config, tiny_pipeline, tiny_weights as weights,
+    };
 
     const CPU: PredictOptions = PredictOptions {
         device: Device::Cpu,
         batch_size: 3,
         amp: false,
     };
-
-    /// Weights of a freshly initialised tiny model, as a best checkpoint carries them.
-    fn weights(seed: i64, classes: usize) -> Vec<u8> {
-        tch::manual_seed(seed);
-        let vs = VarStore::new(Device::Cpu);
-        let _model = Classifier::new(&vs.root(), &tiny_config(1).model, classes as i64);
-        save_weights(&vs).unwrap()
-    }
 
     fn predictor(weights: &[u8]) -> Predictor {
         let model = tiny_config(1).model;
