@@ -10,6 +10,7 @@ pub mod dataset_args;
 pub mod draw;
 pub mod job_json;
 pub(crate) mod jobs;
+mod local_args;
 pub mod local_workers;
 mod predict;
 mod progress;

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use super::CommandResult;
 use super::cpu_layout::{self, Asked, FoldDemand, Machine, fold_peak_bytes};
 use super::draw::Draw;
+use super::local_args::LocalArgs;
 use super::local_workers::{Layout, LocalWorkers, cuda_devices, worker_binary};
 use super::progress::{Bar, UploadBar};
 use super::run::{start_coordinator, state_dir};
@@ -59,13 +60,6 @@ pub struct PredictArgs {
     /// Directory for predictions.csv, probabilities.csv (and skipped.csv).
     #[arg(long, env = "FOLDTRAIN_OUT")]
     pub out: PathBuf,
-    /// Local workers to start [default: one per visible GPU; else one CPU worker per
-    /// core, no more than the shards nor than fit in memory].
-    #[arg(long, env = "FOLDTRAIN_WORKERS")]
-    pub workers: Option<usize>,
-    /// Predict on the CPU even when GPUs are visible.
-    #[arg(long, env = "FOLDTRAIN_CPU")]
-    pub cpu: bool,
     /// Images per forward pass [default: the training job's batch size].
     #[arg(long, env = "FOLDTRAIN_PREDICT_BATCH_SIZE")]
     pub batch_size: Option<u32>,
@@ -79,13 +73,8 @@ pub struct PredictArgs {
     /// Images per shard, the unit a worker slot takes (and retries when lost).
     #[arg(long, env = "FOLDTRAIN_SHARD_SIZE", default_value_t = DEFAULT_SHARD_SIZE)]
     pub shard_size: usize,
-    /// Keep the coordinator's state (blobs, shards, worker caches and logs) here instead
-    /// of in a temporary directory removed at the end.
-    #[arg(long, env = "FOLDTRAIN_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// No progress bar on stderr.
-    #[arg(long, short, env = "FOLDTRAIN_QUIET")]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub local: LocalArgs,
 }
 
 impl PredictArgs {
@@ -115,7 +104,7 @@ pub fn predict(args: PredictArgs) -> CommandResult {
 async fn predict_locally(args: PredictArgs, model: ModelDir, images: Vec<Entry>) -> CommandResult {
     let started = Instant::now();
     let binary = worker_binary();
-    let gpus = if args.cpu {
+    let gpus = if args.local.cpu {
         0
     } else {
         cuda_devices(&binary).await?
@@ -123,13 +112,13 @@ async fn predict_locally(args: PredictArgs, model: ModelDir, images: Vec<Entry>)
     let mut config = model.config.clone();
     let shards = images.len().div_ceil(args.shard_size);
     let (layout, announcement) = choose_layout(&mut config, &model, &args, gpus, shards);
-    let draw = if args.quiet {
+    let draw = if args.local.quiet {
         Draw::Hidden
     } else {
         eprintln!("{announcement}");
         Draw::Stderr
     };
-    let (state_dir, _temporary) = state_dir(args.data_dir.as_deref())?;
+    let (state_dir, _temporary) = state_dir(args.local.data_dir.as_deref())?;
     let (stop, stopped) = oneshot::channel::<()>();
     let server = start_coordinator(&state_dir, stopped).await?;
     let workers = LocalWorkers::start(
@@ -218,7 +207,7 @@ fn choose_layout(
     shards: usize,
 ) -> (Layout, String) {
     if gpus > 0 {
-        let layout = Layout::choose(gpus, args.workers);
+        let layout = Layout::choose(gpus, args.local.workers);
         let line = format!("starting {} local GPU worker(s)", layout.len());
         return (layout, line);
     }
@@ -231,7 +220,7 @@ fn choose_layout(
         peak_bytes: fold_peak_bytes(config, model.class_names.len(), args.shard_size),
     };
     let asked = Asked {
-        workers: args.workers,
+        workers: args.local.workers,
         ..Asked::default()
     };
     let chosen = cpu_layout::choose(machine, demand, asked);

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use foldtrain_proto::ShardTask;
 use foldtrain_proto::metrics::argmax_rows;
+use foldtrain_proto::wire_events::f32_values;
 
 use super::PredictError;
 use super::dispatch::{RowOutcome, ShardSink};
@@ -172,11 +173,7 @@ fn writer<W: Write>(w: W) -> csv::Writer<W> {
 }
 
 fn read_f32(path: &Path) -> std::io::Result<Vec<f32>> {
-    let bytes = std::fs::read(path)?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(f32_values(&std::fs::read(path)?))
 }
 
 #[cfg(test)]
