@@ -156,6 +156,16 @@ struct CheckpointWorker {
 #[tonic::async_trait]
 impl Worker for CheckpointWorker {
     type TrainFoldStream = ReceiverStream<Result<pb::FoldEvent, tonic::Status>>;
+    type PredictShardStream = ReceiverStream<Result<pb::ShardEvent, tonic::Status>>;
+
+    async fn predict_shard(
+        &self,
+        _: tonic::Request<pb::ShardTask>,
+    ) -> Result<tonic::Response<Self::PredictShardStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "the benchmark worker only trains",
+        ))
+    }
 
     async fn train_fold(
         &self,

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod rng;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+pub mod shard;
 pub mod states;
 pub mod task;
 pub mod wire_events;
@@ -23,6 +24,7 @@ pub mod pb {
 pub use config::JobConfig;
 pub use error::ProtoError;
 pub use ids::{AttemptId, BlobHash, FoldIndex, JobId, WorkerId};
+pub use shard::ShardTask;
 pub use states::{AttemptState, FailureCause, FoldState, JobState};
 pub use task::{FoldEvent, FoldTask, ImageRef};
 

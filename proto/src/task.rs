@@ -175,6 +175,22 @@ impl From<&ImageRef> for pb::ImageRef {
     }
 }
 
+/// The task's config, checked, and at least two class names: what every task needs.
+pub(crate) fn config_and_classes(
+    config: Option<pb::JobConfig>,
+    class_names: &[String],
+) -> Result<JobConfig, ProtoError> {
+    let config = config.ok_or(ProtoError::MissingField("config"))?;
+    let config = JobConfig::from_toml(&config.toml)?;
+    if class_names.len() < 2 {
+        return Err(ProtoError::invalid(
+            "class_names",
+            format!("need at least 2 classes, got {}", class_names.len()),
+        ));
+    }
+    Ok(config)
+}
+
 fn images(
     field: &'static str,
     refs: Vec<pb::ImageRef>,
@@ -205,14 +221,7 @@ impl TryFrom<pb::FoldTask> for FoldTask {
         if p.job_id.is_empty() {
             return Err(ProtoError::MissingField("job_id"));
         }
-        let config = p.config.ok_or(ProtoError::MissingField("config"))?;
-        let config = JobConfig::from_toml(&config.toml)?;
-        if p.class_names.len() < 2 {
-            return Err(ProtoError::invalid(
-                "class_names",
-                format!("need at least 2 classes, got {}", p.class_names.len()),
-            ));
-        }
+        let config = config_and_classes(p.config, &p.class_names)?;
         let classes = p.class_names.len();
         let train = images("train", p.train, classes, true)?;
         let val = images("val", p.val, classes, true)?;

@@ -103,8 +103,17 @@ fn probability_events(
         .collect()
 }
 
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
+/// Probabilities as they travel and are stored: little-endian f32, one after another.
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The f32 values of [`f32_bytes`]; a trailing partial value is ignored.
+pub fn f32_values(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// The chunks of one payload; an empty payload still gets one (last) chunk.
@@ -320,10 +329,7 @@ fn probabilities(
             ),
         ));
     }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(f32_values(bytes))
 }
 
 #[cfg(test)]

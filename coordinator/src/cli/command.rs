@@ -43,6 +43,9 @@ pub enum Command {
     /// Train on this machine: an in-process coordinator and local worker processes,
     /// with the same results as a cluster.
     Run(Box<super::run::RunArgs>),
+    /// Apply a finished job's ensemble (its results folder) to new images, on local
+    /// workers; writes predictions.csv and probabilities.csv in input order.
+    Predict(Box<super::predict::PredictArgs>),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -55,7 +58,7 @@ pub fn run(cli: Cli) -> ExitCode {
     }
     // Spans of the client commands (when OTEL_* is set) are told apart from the server's.
     let service = match cli.command {
-        Command::Serve(_) | Command::Run(_) => "foldtrain-coordinator",
+        Command::Serve(_) | Command::Run(_) | Command::Predict(_) => "foldtrain-coordinator",
         _ => "foldtrain-cli",
     };
     let _telemetry = foldtrain_proto::runtime::telemetry::init_telemetry_with(service, &env);
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Workers(args) => jobs::workers(args),
         Command::Results(args) => jobs::results(args),
         Command::Run(args) => super::run::run(*args),
+        Command::Predict(args) => super::predict::predict(*args),
     };
     match result {
         Ok(code) => code,

@@ -18,6 +18,7 @@ use super::config_args::ConfigArgs;
 use super::cpu_layout::{self, Asked, FoldDemand, Machine, fold_peak_bytes};
 use super::dataset_args::DatasetArgs;
 use super::draw::Draw;
+use super::local_args::LocalArgs;
 use super::local_workers::{Layout, LocalWorkers, cuda_devices, worker_binary};
 use super::progress::UploadBar;
 use super::time_breakdown::{self, RunTimes, read_job_timing};
@@ -36,20 +37,8 @@ pub struct RunArgs {
     /// Directory for the results (predictions, probabilities, metrics, weights, report).
     #[arg(long, env = "FOLDTRAIN_OUT")]
     pub out: PathBuf,
-    /// Local workers to start [default: one per visible GPU; else one CPU worker per
-    /// core, no more than the folds nor than fit in memory].
-    #[arg(long, env = "FOLDTRAIN_WORKERS")]
-    pub workers: Option<usize>,
-    /// Train on the CPU even when GPUs are visible.
-    #[arg(long, env = "FOLDTRAIN_CPU")]
-    pub cpu: bool,
-    /// Keep the coordinator's state (job database, blobs, worker caches and logs) here
-    /// instead of in a temporary directory removed at the end.
-    #[arg(long, env = "FOLDTRAIN_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// No progress bars or epoch lines on stderr.
-    #[arg(long, short, env = "FOLDTRAIN_QUIET")]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub local: LocalArgs,
 }
 
 pub fn run(mut args: RunArgs) -> CommandResult {
@@ -77,13 +66,13 @@ async fn run_locally(
     mut times: RunTimes,
 ) -> CommandResult {
     let binary = worker_binary();
-    let gpus = if args.cpu {
+    let gpus = if args.local.cpu {
         0
     } else {
         cuda_devices(&binary).await?
     };
     let (layout, announcement) = if gpus > 0 {
-        let layout = Layout::choose(gpus, args.workers);
+        let layout = Layout::choose(gpus, args.local.workers);
         let line = gpu_announcement(&layout);
         (layout, line)
     } else {
@@ -96,22 +85,22 @@ async fn run_locally(
                 dataset.train.len() + dataset.test.len(),
             ),
         };
-        let chosen = cpu_layout::choose(machine, demand, asked(&config, args.workers));
+        let chosen = cpu_layout::choose(machine, demand, asked(&config, args.local.workers));
         chosen.apply(&mut config);
         (
             Layout::Cpu(chosen.workers),
             chosen.describe(machine, demand),
         )
     };
-    let (state_dir, _temporary) = state_dir(args.data_dir.as_deref())?;
+    let (state_dir, _temporary) = state_dir(args.local.data_dir.as_deref())?;
     let (stop, stopped) = oneshot::channel::<()>();
     let server = start_coordinator(&state_dir, stopped).await?;
-    let draw = if args.quiet {
+    let draw = if args.local.quiet {
         Draw::Hidden
     } else {
         Draw::Stderr
     };
-    if !args.quiet {
+    if !args.local.quiet {
         eprintln!("{announcement}");
     }
     let starting = Instant::now();
@@ -139,7 +128,7 @@ async fn run_locally(
     let watching = Instant::now();
     let options = WatchOptions {
         draw,
-        quiet: args.quiet,
+        quiet: args.local.quiet,
         ..WatchOptions::default()
     };
     let job = outcome.job_id;
@@ -175,7 +164,7 @@ async fn run_locally(
 
 /// The folder for the coordinator's state: `data_dir`, or a temporary one that lives as
 /// long as the returned guard.
-fn state_dir(data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<TempDir>)> {
+pub(super) fn state_dir(data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<TempDir>)> {
     let (dir, temporary) = match data_dir {
         Some(dir) => (dir.to_path_buf(), None),
         None => {
@@ -191,7 +180,7 @@ fn state_dir(data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<TempDir
 }
 
 /// An in-process coordinator on a free loopback port, running until `stopped` fires.
-async fn start_coordinator(
+pub(super) async fn start_coordinator(
     state_dir: &Path,
     stopped: oneshot::Receiver<()>,
 ) -> anyhow::Result<ServerHandle> {

@@ -26,7 +26,7 @@ pub(crate) fn read_csv_layout(
 
 /// Rows of one CSV; rows with an unusable name, or (when `labelled`) without a label or
 /// group, become error findings and are left out.
-fn read_rows(
+pub(crate) fn read_rows(
     csv: &Path,
     dir: &Path,
     columns: &Columns,

@@ -12,4 +12,6 @@ pub enum DatasetError {
         "no data set given: pass --train-csv and --train-dir (with optional --test-csv and --test-dir), or --image-folder (with optional --metadata)"
     )]
     NoLayout,
+    #[error("no images to predict in {0}")]
+    NoImages(String),
 }

@@ -10,7 +10,8 @@ use super::paths::join_inside;
 use super::raw::{RawRow, row_group};
 use super::spec::Columns;
 
-const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
+pub(crate) const IMAGE_EXTENSIONS: &[&str] =
+    &["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
 
 /// An image found in a class folder.
 #[derive(Debug, Clone)]
@@ -140,7 +141,7 @@ fn walk(folder: &Path, findings: &mut Vec<Finding>) -> Vec<FolderImage> {
 
 /// A directory's entries as (UTF-8 name, path), sorted by name; names that are not
 /// UTF-8 are kept in lossy form so they can still be reported.
-fn sorted_entries(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+pub(crate) fn sorted_entries(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

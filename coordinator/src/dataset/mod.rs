@@ -7,6 +7,7 @@ mod error;
 mod finding;
 mod folder_layout;
 mod image_check;
+mod image_list;
 mod inspect;
 mod load;
 mod manifest;
@@ -23,6 +24,7 @@ mod test_images;
 
 pub use error::DatasetError;
 pub use finding::{Finding, FindingKind, Location, Severity};
+pub use image_list::{ImageList, list_images};
 pub use inspect::{NoProgress, Progress};
 pub use load::{Loaded, load};
 pub use manifest::{Dataset, Entry};

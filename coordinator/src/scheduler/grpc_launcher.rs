@@ -14,7 +14,7 @@ use foldtrain_proto::{
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
 use super::launcher::{FoldEventStream, FoldLauncher, SlotTarget};
@@ -97,7 +97,8 @@ impl FoldLauncher for GrpcLauncher {
 }
 
 impl GrpcLauncher {
-    fn authorize(&self, request: &mut tonic::Request<pb::FoldTask>) -> Result<()> {
+    /// Adds the bearer token, when there is one, to a request for a worker.
+    pub(crate) fn authorize<T>(&self, request: &mut tonic::Request<T>) -> Result<()> {
         if let Some(token) = &self.token {
             let value = format!("Bearer {token}").parse().map_err(|_| {
                 CoordinatorError::Config(
@@ -107,6 +108,34 @@ impl GrpcLauncher {
             request.metadata_mut().insert("authorization", value);
         }
         Ok(())
+    }
+
+    /// A client of the worker at `address` (`host:port` or a URL); the error says why not.
+    pub(crate) async fn connect(
+        &self,
+        address: &str,
+    ) -> std::result::Result<WorkerClient<Channel>, String> {
+        let url = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| format!("bad address {url:?}: {e}"))?
+            .connect_timeout(self.connect_timeout)
+            // Keepalives notice a vanished worker even while it sends nothing.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+        Ok(WorkerClient::new(channel)
+            .max_decoding_message_size(self.max_message_size)
+            .max_encoding_message_size(self.max_message_size))
     }
 
     /// Streams one attempt's events into `tx` until the worker ends it or `tx` closes.
@@ -121,27 +150,7 @@ impl GrpcLauncher {
             worker: expected.worker.clone(),
             message,
         };
-        let url = if address.contains("://") {
-            address.to_string()
-        } else {
-            format!("http://{address}")
-        };
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| lost(format!("bad address {url:?}: {e}")))?
-            .connect_timeout(self.connect_timeout)
-            // Keepalives notice a vanished worker even while it sends nothing.
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| lost(format!("cannot connect to {url}: {e}")))?;
-        let mut client = WorkerClient::new(channel)
-            .max_decoding_message_size(self.max_message_size)
-            .max_encoding_message_size(self.max_message_size);
+        let mut client = self.connect(address).await.map_err(lost)?;
         let mut stream = match client.train_fold(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => return reject_or_lose(status, expected, tx).await,

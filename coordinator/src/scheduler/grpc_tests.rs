@@ -44,6 +44,14 @@ fn big_checkpoint() -> Vec<u8> {
 #[tonic::async_trait]
 impl Worker for FakeWorker {
     type TrainFoldStream = Pin<Box<dyn Stream<Item = Result<pb::FoldEvent, Status>> + Send>>;
+    type PredictShardStream = Pin<Box<dyn Stream<Item = Result<pb::ShardEvent, Status>> + Send>>;
+
+    async fn predict_shard(
+        &self,
+        _: Request<pb::ShardTask>,
+    ) -> Result<Response<Self::PredictShardStream>, Status> {
+        Err(Status::unimplemented("the fake worker only trains"))
+    }
 
     async fn train_fold(
         &self,

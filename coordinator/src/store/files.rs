@@ -1,7 +1,7 @@
 //! Crash-safe file writes: a reader sees the old file or the whole new one, never a part.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +22,15 @@ pub(crate) fn temp_path_for(path: &Path) -> std::path::PathBuf {
 /// Writes `bytes` to a temporary file beside `path`, fsyncs it, renames it over `path`
 /// and fsyncs the directory, creating parent directories as needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |file| file.write_all(bytes))
+}
+
+/// [`write_atomic`] for content produced piece by piece (a large CSV): `write` fills a
+/// buffered temporary file, which then takes `path`'s place as a whole.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
     let parent = path.parent().ok_or_else(|| {
         CoordinatorError::Config(format!("{} has no parent directory", path.display()))
     })?;
@@ -29,8 +38,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| CoordinatorError::io(format!("creating {}", parent.display()), e))?;
     let tmp = temp_path_for(path);
     let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
+        let mut file = BufWriter::new(File::create(&tmp)?);
+        write(&mut file)?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         sync_dir(parent)

@@ -16,7 +16,7 @@ mod tests;
 
 pub use blobs::{BlobStore, BlobWriter};
 pub use db::Db;
-pub use files::write_atomic;
+pub use files::{write_atomic, write_atomic_with};
 pub use folds::ProbabilitySet;
 pub(crate) use records::parse_column;
 pub use records::{

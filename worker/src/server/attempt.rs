@@ -125,13 +125,7 @@ pub async fn run_attempt(shared: Arc<Shared>, attempt: Attempt) {
         tx,
     } = attempt;
     // The caller dropping the stream (an abandoned attempt) stops training.
-    let watcher = {
-        let (tx, control) = (tx.clone(), control.clone());
-        tokio::spawn(async move {
-            tx.closed().await;
-            control.cancel();
-        })
-    };
+    let watcher = cancel_when_closed(&tx, &control);
     let ids = (task.job_id.clone(), task.fold, task.attempt);
     if let Err(e) = train(&shared, task, resume_blob, lease, &control, &tx).await {
         warn!(error = %e, "fold attempt failed before training");
@@ -227,6 +221,19 @@ async fn report_outcome(
         ),
         Err(e) => info!(cause = e.cause().as_str(), "fold failed"),
     }
+}
+
+/// Cancels `control` once the caller drops the response stream behind `tx`; abort the
+/// returned task when the work ends first.
+pub fn cancel_when_closed<T: Send + 'static>(
+    tx: &mpsc::Sender<T>,
+    control: &Arc<FoldControl>,
+) -> tokio::task::JoinHandle<()> {
+    let (tx, control) = (tx.clone(), control.clone());
+    tokio::spawn(async move {
+        tx.closed().await;
+        control.cancel();
+    })
 }
 
 fn internal(what: &'static str, e: impl std::fmt::Display) -> WorkerError {

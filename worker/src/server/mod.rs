@@ -12,6 +12,7 @@ mod metrics;
 mod metrics_endpoint;
 mod register;
 mod service;
+mod shard;
 mod slots;
 mod start;
 

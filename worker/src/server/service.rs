@@ -9,7 +9,7 @@ use std::time::Duration;
 use foldtrain_proto::runtime::health::Health;
 use foldtrain_proto::runtime::propagation::adopt_trace_context;
 use foldtrain_proto::runtime::telemetry::mark_span_failed;
-use foldtrain_proto::{BlobHash, FoldTask, ProtoError, pb};
+use foldtrain_proto::{BlobHash, FoldTask, ProtoError, ShardTask, pb};
 use futures::Stream;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,6 +21,7 @@ use super::attempt::{Attempt, run_attempt};
 use super::cache::BlobCache;
 use super::client::Coordinator;
 use super::metrics::WorkerMetrics;
+use super::shard::{EnsembleCache, ShardAttempt, run_shard};
 use super::slots::SlotTable;
 use crate::train::{FoldControl, RunOptions};
 
@@ -44,11 +45,24 @@ pub struct Shared {
     pub metrics: WorkerMetrics,
     /// NOT_SERVING until registered, and again once draining begins.
     pub health: Health,
+    /// Each slot's last ensemble, kept across the shards of a prediction.
+    pub ensembles: EnsembleCache,
 }
 
 impl Shared {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// New work is refused, as unavailable, once shutdown has begun.
+    fn refuse_if_draining(&self) -> Result<(), Status> {
+        if self.is_draining() {
+            return Err(Status::unavailable(format!(
+                "worker {} is shutting down",
+                self.worker_id
+            )));
+        }
+        Ok(())
     }
 
     /// Shutdown, step one: refuse new folds, tell the health service and the coordinator,
@@ -96,22 +110,53 @@ impl WorkerService {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::FoldEvent, Status>> + Send + 'static>>;
+type ShardStream = Pin<Box<dyn Stream<Item = Result<pb::ShardEvent, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl pb::worker_server::Worker for WorkerService {
     type TrainFoldStream = EventStream;
+    type PredictShardStream = ShardStream;
+
+    async fn predict_shard(
+        &self,
+        request: Request<pb::ShardTask>,
+    ) -> Result<Response<Self::PredictShardStream>, Status> {
+        let shared = &self.shared;
+        shared.refuse_if_draining()?;
+        let (metadata, _, wire) = request.into_parts();
+        let device_index = wire.device_index;
+        let task = ShardTask::try_from(wire).map_err(WorkerError::from)?;
+        let span = info_span!(
+            "predict_shard",
+            run = %task.run_id,
+            shard = task.shard,
+            images = task.images.len(),
+            worker = %shared.worker_id,
+        );
+        adopt_trace_context(&span, &metadata);
+        let control = FoldControl::new();
+        let what = format!("shard {} of prediction {}", task.shard, task.run_id);
+        let lease = shared
+            .slots
+            .acquire(device_index, what, control.clone())
+            .inspect_err(|e| span.in_scope(|| info!(error = %e, "shard refused")))?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let attempt = ShardAttempt {
+            task,
+            lease,
+            control,
+            tx,
+        };
+        tokio::spawn(run_shard(shared.clone(), attempt).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 
     async fn train_fold(
         &self,
         request: Request<pb::FoldTask>,
     ) -> Result<Response<Self::TrainFoldStream>, Status> {
         let shared = &self.shared;
-        if shared.is_draining() {
-            return Err(Status::unavailable(format!(
-                "worker {} is shutting down",
-                shared.worker_id
-            )));
-        }
+        shared.refuse_if_draining()?;
         let (metadata, _, wire) = request.into_parts();
         let resume_blob = match wire.resume_blob.as_slice() {
             [] => None,

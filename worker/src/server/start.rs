@@ -186,6 +186,7 @@ fn shared_state(
         metrics: WorkerMetrics::new(&config.slots),
         health,
         worker_id,
+        ensembles: Default::default(),
     })
 }
 

@@ -8,6 +8,7 @@ pub mod amp;
 pub mod callbacks;
 pub mod checkpoint;
 mod engine;
+mod ensemble;
 mod epoch;
 mod error;
 mod evaluate;
@@ -26,7 +27,9 @@ mod test_fold;
 mod weights;
 
 pub use engine::run_fold;
+pub use ensemble::{Ensemble, RowOutcome};
 pub use error::TrainError;
 pub use options::{FoldControl, RunOptions, spawn_fold};
 pub use predict::{PredictError, PredictOptions, Predictor, Probabilities};
+pub use setup::set_torch_threads;
 pub use sink::{EventSink, SinkClosed};

@@ -75,9 +75,9 @@ impl Probabilities {
 
 /// A classifier with fixed weights, for prediction only.
 pub struct Predictor {
-    model: Classifier,
+    pub(crate) model: Classifier,
     classes: usize,
-    options: PredictOptions,
+    pub(crate) options: PredictOptions,
 }
 
 impl Predictor {
@@ -145,29 +145,26 @@ pub(crate) fn softmax_rows(
 
 /// The logits of `batch` in eval mode (BatchNorm on its running statistics), as f32.
 pub(crate) fn eval_logits(model: &Classifier, batch: &Batch, device: Device, amp: bool) -> Tensor {
-    let x = batch.images_tensor().to_device(device);
-    tch::autocast(amp, || model.forward_t(&x, false)).to_kind(Kind::Float)
+    eval_logits_of(model, &batch.images_tensor().to_device(device), amp)
+}
+
+/// The logits of images `x` (`[N, 3, S, S]`, on the model's device) in eval mode, as f32.
+pub(crate) fn eval_logits_of(model: &Classifier, x: &Tensor, amp: bool) -> Tensor {
+    tch::autocast(amp, || model.forward_t(x, false)).to_kind(Kind::Float)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::save_weights;
-    use crate::train::test_fold::{CLASSES, MemorySource, tiny_config, tiny_pipeline};
+    use crate::train::test_fold::{
+        CLASSES, MemorySource, tiny_config, tiny_pipeline, tiny_weights as weights,
+    };
 
     const CPU: PredictOptions = PredictOptions {
         device: Device::Cpu,
         batch_size: 3,
         amp: false,
     };
-
-    /// Weights of a freshly initialised tiny model, as a best checkpoint carries them.
-    fn weights(seed: i64, classes: usize) -> Vec<u8> {
-        tch::manual_seed(seed);
-        let vs = VarStore::new(Device::Cpu);
-        let _model = Classifier::new(&vs.root(), &tiny_config(1).model, classes as i64);
-        save_weights(&vs).unwrap()
-    }
 
     fn predictor(weights: &[u8]) -> Predictor {
         let model = tiny_config(1).model;

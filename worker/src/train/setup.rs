@@ -177,7 +177,7 @@ fn select_device(task: &FoldTask, options: RunOptions) -> Result<Device, TrainEr
 }
 
 /// `torch_threads` 0 means one per available core.
-fn set_torch_threads(torch_threads: u32) {
+pub fn set_torch_threads(torch_threads: u32) {
     let threads = match torch_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n as usize,

@@ -1,0 +1,126 @@
+//! The real shard runner: calls `Worker.PredictShard` over gRPC and turns the streamed
+//! rows back into [`ShardUpdate`]s.
+
+use foldtrain_proto::{ShardTask, pb};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use super::dispatch::{RowOutcome, ShardFailure, ShardRunner, ShardUpdate, ShardUpdates};
+use crate::scheduler::{GrpcLauncher, SlotTarget};
+
+/// Runs shards on workers over gRPC, with the launcher's connection settings and token.
+#[derive(Debug, Clone)]
+pub struct GrpcShardRunner {
+    launcher: GrpcLauncher,
+}
+
+impl GrpcShardRunner {
+    pub fn new(token: Option<String>) -> Self {
+        Self {
+            launcher: GrpcLauncher::new(token),
+        }
+    }
+}
+
+impl ShardRunner for GrpcShardRunner {
+    fn run(&self, slot: &SlotTarget, mut task: ShardTask) -> ShardUpdates {
+        task.device_index = u32::try_from(slot.device_index).ok();
+        let (tx, rx) = mpsc::channel(8);
+        let launcher = self.launcher.clone();
+        let address = slot.address.clone();
+        tokio::spawn(async move {
+            if let Err(failure) = pump(&launcher, &address, &task, &tx).await {
+                let _ = tx.send(Err(failure)).await;
+            }
+        });
+        ReceiverStream::new(rx).boxed()
+    }
+}
+
+async fn pump(
+    launcher: &GrpcLauncher,
+    address: &str,
+    task: &ShardTask,
+    tx: &mpsc::Sender<Result<ShardUpdate, ShardFailure>>,
+) -> Result<(), ShardFailure> {
+    let mut request = tonic::Request::new(pb::ShardTask::from(task));
+    launcher.authorize(&mut request).map_err(|e| ShardFailure {
+        message: e.to_string(),
+        retryable: false,
+        lost: false,
+    })?;
+    let mut client = launcher
+        .connect(address)
+        .await
+        .map_err(ShardFailure::lost)?;
+    let mut stream = client
+        .predict_shard(request)
+        .await
+        .map_err(status_failure)?
+        .into_inner();
+    loop {
+        let event = tokio::select! {
+            // The prediction stopped: dropping the stream cancels the call.
+            () = tx.closed() => return Ok(()),
+            message = stream.message() => message.map_err(status_failure)?,
+        };
+        let Some(event) = event else {
+            return Err(ShardFailure::lost(
+                "the worker ended the shard without a verdict",
+            ));
+        };
+        let update = match event.event {
+            Some(pb::shard_event::Event::Rows(rows)) => ShardUpdate::Rows(
+                rows.rows
+                    .into_iter()
+                    .map(|row| {
+                        let outcome = if row.error.is_empty() {
+                            RowOutcome::Probabilities(row.probabilities)
+                        } else {
+                            RowOutcome::Bad(row.error)
+                        };
+                        (row.index as usize, outcome)
+                    })
+                    .collect(),
+            ),
+            Some(pb::shard_event::Event::Done(_)) => ShardUpdate::Done,
+            Some(pb::shard_event::Event::Error(e)) => {
+                return Err(ShardFailure {
+                    message: e.message,
+                    retryable: e.retryable,
+                    lost: false,
+                });
+            }
+            None => continue,
+        };
+        let done = update == ShardUpdate::Done;
+        if tx.send(Ok(update)).await.is_err() || done {
+            return Ok(());
+        }
+    }
+}
+
+/// A worker that refuses the shard itself (bad task, wrong token) will refuse it again; a
+/// busy slot may free up; anything else (unavailable, reset) counts as a lost worker.
+fn status_failure(status: tonic::Status) -> ShardFailure {
+    let message = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::Unimplemented => ShardFailure {
+            message,
+            retryable: false,
+            lost: false,
+        },
+        Code::ResourceExhausted => ShardFailure {
+            message,
+            retryable: true,
+            lost: false,
+        },
+        _ => ShardFailure::lost(message),
+    }
+}

@@ -1,0 +1,209 @@
+//! `foldtrain predict` as a user runs it: a job trained by `foldtrain run`, then its
+//! ensemble over the job's own test images (the same probabilities), on two workers, with
+//! a corrupt image, and from a model folder that lacks a fold's weights.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use foldtrain_tests::binary;
+use foldtrain_tests::procs::{ok, run, synth, tiny_job};
+
+/// A finished 2-fold job on the synthetic data set: (data folder, results folder).
+fn trained() -> &'static (PathBuf, PathBuf) {
+    static TRAINED: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    TRAINED.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let data = dir.join("data");
+        let dataset = synth(&data, 60, 8, 24, 2);
+        let out = dir.join("model");
+        ok(Command::new(binary("foldtrain"))
+            .arg("run")
+            .args(&dataset)
+            .args(tiny_job(2, 1))
+            .args(["--workers", "2", "--cpu", "--quiet", "--out"])
+            .arg(&out)
+            .env("FOLDTRAIN_WORKER_BIN", binary("foldtrain-worker")));
+        (data, out)
+    })
+}
+
+fn predict(model: &Path, images: &[&str], out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(binary("foldtrain"));
+    cmd.arg("predict")
+        .arg("--model")
+        .arg(model)
+        .args(images)
+        .arg("--out")
+        .arg(out)
+        .args(["--cpu", "--quiet"])
+        .args(extra)
+        .env("FOLDTRAIN_WORKER_BIN", binary("foldtrain-worker"));
+    cmd
+}
+
+fn test_images(data: &Path) -> Vec<String> {
+    let d = |f: &str| data.join(f).to_str().unwrap().to_owned();
+    vec![
+        "--images-csv".into(),
+        d("Testing_set.csv"),
+        "--images-dir".into(),
+        d("test"),
+    ]
+}
+
+/// Rows of a probabilities.csv: (filename, probabilities).
+fn probabilities(path: &Path) -> Vec<(String, Vec<f64>)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let mut fields = line.split(',');
+            let name = fields.next().unwrap().to_owned();
+            (name, fields.map(|p| p.parse().unwrap()).collect())
+        })
+        .collect()
+}
+
+fn assert_close(a: &[(String, Vec<f64>)], b: &[(String, Vec<f64>)], tolerance: f64) {
+    assert_eq!(a.len(), b.len());
+    for ((name_a, pa), (name_b, pb)) in a.iter().zip(b) {
+        assert_eq!(name_a, name_b);
+        assert_eq!(pa.len(), pb.len());
+        for (x, y) in pa.iter().zip(pb) {
+            assert!((x - y).abs() <= tolerance, "{name_a}: {x} vs {y}");
+        }
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn predict_reproduces_the_jobs_test_probabilities() {
+    let (data, model) = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let images: Vec<String> = test_images(data);
+    let images: Vec<&str> = images.iter().map(String::as_str).collect();
+    let out = dir.path().join("one");
+    let stdout = ok(&mut predict(model, &images, &out, &[]));
+    assert!(stdout.contains("predicted 8 of 8 images"), "{stdout}");
+    let expected = probabilities(&model.join("probabilities.csv"));
+    assert_close(
+        &probabilities(&out.join("probabilities.csv")),
+        &expected,
+        1e-6,
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("predictions.csv")).unwrap(),
+        std::fs::read_to_string(model.join("predictions.csv")).unwrap()
+    );
+
+    // Two workers, shards of 3: both take shards, and the rows are the same, in order.
+    let two = dir.path().join("two");
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let flags = [
+        "--workers",
+        "2",
+        "--shard-size",
+        "3",
+        "--data-dir",
+        state_arg,
+    ];
+    ok(&mut predict(model, &images, &two, &flags));
+    assert_close(
+        &probabilities(&two.join("probabilities.csv")),
+        &expected,
+        1e-6,
+    );
+    for worker in 0..2 {
+        let log = std::fs::read_to_string(state.join(format!("worker-{worker}.log"))).unwrap();
+        assert!(
+            log.contains("shard blobs ready"),
+            "worker {worker} took no shard:\n{log}"
+        );
+    }
+
+    // Test-time flips change the probabilities, which still sum to one.
+    let flipped = dir.path().join("flip");
+    ok(&mut predict(model, &images, &flipped, &["--tta", "flip"]));
+    let rows = probabilities(&flipped.join("probabilities.csv"));
+    assert_eq!(rows.len(), 8);
+    assert!(rows.iter().zip(&expected).any(|(a, b)| a.1 != b.1));
+    for (name, p) in &rows {
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{name}: {p:?}");
+    }
+}
+
+#[test]
+fn a_corrupt_image_stops_the_run_or_is_skipped() {
+    let (data, model) = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("images");
+    std::fs::create_dir_all(folder.join("sub")).unwrap();
+    for (i, entry) in std::fs::read_dir(data.join("test")).unwrap().enumerate() {
+        let path = entry.unwrap().path();
+        let target = if i % 2 == 0 {
+            folder.join(path.file_name().unwrap())
+        } else {
+            folder.join("sub").join(path.file_name().unwrap())
+        };
+        std::fs::copy(&path, target).unwrap();
+    }
+    std::fs::write(folder.join("sub/broken.jpg"), b"not a jpeg at all").unwrap();
+    let images = ["--images", folder.to_str().unwrap()];
+
+    let stopped = run(&mut predict(model, &images, &dir.path().join("a"), &[]));
+    assert!(!stopped.status.success());
+    let err = stderr(&stopped);
+    assert!(
+        err.contains("sub/broken.jpg") && err.contains("--skip-bad"),
+        "{err}"
+    );
+
+    let out = dir.path().join("b");
+    let skipped = run(&mut predict(model, &images, &out, &["--skip-bad"]));
+    assert!(skipped.status.success(), "{}", stderr(&skipped));
+    assert!(
+        stderr(&skipped).contains("sub/broken.jpg"),
+        "{}",
+        stderr(&skipped)
+    );
+    let listed = std::fs::read_to_string(out.join("skipped.csv")).unwrap();
+    assert!(
+        listed.starts_with("filename,error\nsub/broken.jpg,"),
+        "{listed}"
+    );
+    let rows = probabilities(&out.join("probabilities.csv"));
+    assert_eq!(rows.len(), 8, "every other image is predicted");
+    assert!(rows.iter().all(|(name, _)| name != "sub/broken.jpg"));
+}
+
+#[test]
+fn a_model_folder_without_a_folds_weights_is_named() {
+    let (data, model) = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("model");
+    for file in [
+        "config.toml",
+        "probabilities.csv",
+        "folds/0/best.safetensors",
+    ] {
+        std::fs::create_dir_all(partial.join(file).parent().unwrap()).unwrap();
+        std::fs::copy(model.join(file), partial.join(file)).unwrap();
+    }
+    let images: Vec<String> = test_images(data);
+    let images: Vec<&str> = images.iter().map(String::as_str).collect();
+    let failed = run(&mut predict(
+        &partial,
+        &images,
+        &dir.path().join("out"),
+        &[],
+    ));
+    assert!(!failed.status.success());
+    let err = stderr(&failed);
+    assert!(err.contains("folds/1/best.safetensors"), "{err}");
+    assert!(!dir.path().join("out").exists());
+}
