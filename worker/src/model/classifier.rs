@@ -101,7 +101,9 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Classifier::new(&vs.root(), &tiny(Pooling::Max, 16), 5);
         for size in [32, 40, 57, 96] {
-            let x = Tensor::randn([2, 3, size, size], (Kind::Float, Device::Cpu));
+            let x = crate::model::seeded(11, || {
+                Tensor::randn([2, 3, size, size], (Kind::Float, Device::Cpu))
+            });
             assert_eq!(
                 model.features_t(&x, false).size(),
                 vec![2, 32],
@@ -119,7 +121,9 @@ mod tests {
             pooling: Pooling::Avg,
             ..Classifier::new(&(vs.root() / "b"), &tiny(Pooling::Avg, 8), 3)
         };
-        let x = Tensor::randn([2, 3, 48, 48], (Kind::Float, Device::Cpu));
+        let x = crate::model::seeded(11, || {
+            Tensor::randn([2, 3, 48, 48], (Kind::Float, Device::Cpu))
+        });
         let map = max.features.forward_t(&x, false).relu();
         let expected_max = map.amax([2, 3], false);
         assert!(
@@ -206,7 +210,9 @@ mod tests {
     fn gradients_reach_the_stem() {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Classifier::new(&vs.root(), &tiny(Pooling::Max, 8), 3);
-        let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let x = crate::model::seeded(11, || {
+            Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu))
+        });
         let loss = model.forward_t(&x, true).square().mean(Kind::Float) + model.head_penalty();
         loss.backward();
         let g = vs.variables()["features.conv0.weight"].grad();

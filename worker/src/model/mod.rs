@@ -24,3 +24,19 @@ pub use densenet::DenseNetFeatures;
 pub use error::ModelError;
 pub use head::Head;
 pub use weights::{LoadReport, load_pretrained, load_weights, save_weights};
+
+use std::sync::Mutex;
+
+/// libtorch's global generator, which initialises every model's weights.
+static GLOBAL_GENERATOR: Mutex<()> = Mutex::new(());
+
+/// Runs `f` with libtorch's global generator seeded to `seed` and held by this thread
+/// alone: two folds built at once on one worker (a slot per GPU) would otherwise draw
+/// from each other's sequence, and a fold's initial weights would depend on timing.
+pub fn seeded<T>(seed: i64, f: impl FnOnce() -> T) -> T {
+    let _only_us = GLOBAL_GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    tch::manual_seed(seed);
+    f()
+}

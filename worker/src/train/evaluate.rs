@@ -73,15 +73,16 @@ mod tests {
         let source: Arc<dyn BlobSource> = Arc::new(source);
         let cache = Arc::new(ImageCache::new(0));
         let loader = Loader::new(source, Arc::new(images), tiny_pipeline(), cache);
-        tch::manual_seed(3);
         let config = tiny_config(1);
-        let learner = Learner::new(
-            Device::Cpu,
-            &config.model,
-            CLASSES as usize,
-            &config.train,
-            false,
-        );
+        let learner = crate::model::seeded(3, || {
+            Learner::new(
+                Device::Cpu,
+                &config.model,
+                CLASSES as usize,
+                &config.train,
+                false,
+            )
+        });
         (learner, loader)
     }
 

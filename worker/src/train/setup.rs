@@ -18,7 +18,7 @@ use super::state::FoldState;
 use super::step::Learner;
 use super::weights::Snapshot;
 use crate::data::{BlobSource, ImageCache, Loader, PipelineOptions, epoch_seed};
-use crate::model::load_pretrained;
+use crate::model::{load_pretrained, seeded};
 
 /// The loaders of the fold's three splits, sharing one decoded-image cache.
 pub(crate) struct Loaders {
@@ -54,8 +54,10 @@ impl<'t> FoldRun<'t> {
         set_torch_threads(config.train.torch_threads);
         let amp = wants_amp(config.train.precision, device, fold);
         // The global generator only initialises the weights; nothing later draws from it.
-        tch::manual_seed(epoch_seed(config.split.seed, fold, 0) as i64);
-        let mut learner = Learner::new(device, &config.model, classes, &config.train, amp);
+        let seed = epoch_seed(config.split.seed, fold, 0) as i64;
+        let mut learner = seeded(seed, || {
+            Learner::new(device, &config.model, classes, &config.train, amp)
+        });
         learner.class_weights =
             class_weights(config.train.class_weights, &train_labels, classes, device);
         let mut state = FoldState::new(task);

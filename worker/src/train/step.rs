@@ -122,15 +122,16 @@ mod tests {
     use crate::train::test_fold::{CLASSES, MemorySource, tiny_config, tiny_pipeline};
 
     fn learner(amp: bool) -> Learner {
-        tch::manual_seed(7);
         let config = tiny_config(1);
-        Learner::new(
-            Device::Cpu,
-            &config.model,
-            CLASSES as usize,
-            &config.train,
-            amp,
-        )
+        crate::model::seeded(7, || {
+            Learner::new(
+                Device::Cpu,
+                &config.model,
+                CLASSES as usize,
+                &config.train,
+                amp,
+            )
+        })
     }
 
     /// Six of the tiny fold's images, two of each class, as one batch.

@@ -126,8 +126,9 @@ pub(crate) fn tiny_pipeline() -> PipelineOptions {
 
 /// Weights of a freshly initialised tiny model, as a best checkpoint carries them.
 pub(crate) fn tiny_weights(seed: i64, classes: usize) -> Vec<u8> {
-    tch::manual_seed(seed);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _model = crate::model::Classifier::new(&vs.root(), &tiny_config(1).model, classes as i64);
+    crate::model::seeded(seed, || {
+        crate::model::Classifier::new(&vs.root(), &tiny_config(1).model, classes as i64)
+    });
     crate::model::save_weights(&vs).unwrap()
 }

@@ -67,7 +67,7 @@ mod tests {
     #[test]
     fn snapshot_is_a_deep_copy_that_restores_buffers_too() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let mut w = vs.root().randn("w", &[2, 2], 0.0, 1.0);
+        let mut w = crate::model::seeded(11, || vs.root().randn("w", &[2, 2], 0.0, 1.0));
         let mut mean = vs.root().zeros_no_train("running_mean", &[2]);
         let snap = Snapshot::take(&vs);
         tch::no_grad(|| {
