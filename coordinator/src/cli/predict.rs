@@ -13,16 +13,15 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use foldtrain_proto::{BlobHash, ImageRef, JobConfig, ShardTask};
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::sync::oneshot;
 
 use super::CommandResult;
 use super::cpu_layout::{self, Asked, FoldDemand, Machine, fold_peak_bytes};
 use super::draw::Draw;
 use super::local_args::LocalArgs;
-use super::local_workers::{Layout, LocalWorkers, cuda_devices, worker_binary};
+use super::local_workers::{Layout, cuda_devices, worker_binary};
 use super::progress::{Bar, UploadBar};
-use super::run::{start_coordinator, state_dir};
-use crate::client::{Client, upload_dataset};
+use super::run::LocalCluster;
+use crate::client::upload_dataset;
 use crate::dataset::{Dataset, Entry, ImageList, list_images};
 use crate::predict::{
     DispatchOptions, GrpcShardRunner, Merged, ModelDir, ShardStore, cut_shards, dispatch,
@@ -118,22 +117,13 @@ async fn predict_locally(args: PredictArgs, model: ModelDir, images: Vec<Entry>)
         eprintln!("{announcement}");
         Draw::Stderr
     };
-    let (state_dir, _temporary) = state_dir(args.local.data_dir.as_deref())?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = start_coordinator(&state_dir, stopped).await?;
-    let workers = LocalWorkers::start(
-        &binary,
-        &layout,
-        &server.url(),
-        &state_dir,
-        server.scheduler(),
-    )
-    .await?;
-    let client = Client::connect(&server.url(), None).await?;
+    let cluster = LocalCluster::start(&binary, &layout, args.local.data_dir.as_deref()).await?;
+    let client = &cluster.client;
     let (weights, upload) = blobs(&model, images)?;
-    upload_dataset(&client, &upload, &UploadBar::new(draw)).await?;
+    upload_dataset(client, &upload, &UploadBar::new(draw)).await?;
 
-    let slots: Vec<SlotTarget> = server
+    let slots: Vec<SlotTarget> = cluster
+        .server
         .scheduler()
         .live_workers()
         .into_iter()
@@ -172,7 +162,7 @@ async fn predict_locally(args: PredictArgs, model: ModelDir, images: Vec<Entry>)
         max_attempts: 3,
         done: Arc::new(AtomicU64::new(0)),
     };
-    let mut store = ShardStore::new(state_dir.join("shards"), model.class_names.len());
+    let mut store = ShardStore::new(cluster.state_dir.join("shards"), model.class_names.len());
     let bar = progress_bar(draw, total, options.done.clone());
     let scoring = Instant::now();
     let runner = Arc::new(GrpcShardRunner::new(None));
@@ -180,19 +170,18 @@ async fn predict_locally(args: PredictArgs, model: ModelDir, images: Vec<Entry>)
         outcome = dispatch(runner, slots, shards.clone(), &options, &mut store) => outcome,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted: stopping the workers");
-            workers.stop().await;
+            cluster.workers.stop().await;
             return Ok(ExitCode::from(130));
         }
     };
     bar.abort();
-    workers.stop().await;
-    let _ = stop.send(());
-    server.wait().await?;
+    let state = cluster.shutdown().await?;
     outcome?;
     let seconds = scoring.elapsed().as_secs_f64();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let merged = store.merge(&shards, &model.class_names, &args.out)?;
+    drop(state);
     report(&merged, &args, total, seconds, started.elapsed());
     Ok(ExitCode::SUCCESS)
 }

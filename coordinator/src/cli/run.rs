@@ -92,9 +92,6 @@ async fn run_locally(
             chosen.describe(machine, demand),
         )
     };
-    let (state_dir, _temporary) = state_dir(args.local.data_dir.as_deref())?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = start_coordinator(&state_dir, stopped).await?;
     let draw = if args.local.quiet {
         Draw::Hidden
     } else {
@@ -103,20 +100,12 @@ async fn run_locally(
     if !args.local.quiet {
         eprintln!("{announcement}");
     }
-    let starting = Instant::now();
-    let mut workers = LocalWorkers::start(
-        &binary,
-        &layout,
-        &server.url(),
-        &state_dir,
-        server.scheduler(),
-    )
-    .await?;
-    times.starting_workers = starting.elapsed();
+    let mut cluster = LocalCluster::start(&binary, &layout, args.local.data_dir.as_deref()).await?;
+    times.starting_workers = cluster.starting_workers;
     times.workers = layout.len();
-    let client = Client::connect(&server.url(), None).await?;
+    let client = &cluster.client;
     let outcome = submit_dataset_hashed_in(
-        &client,
+        client,
         &dataset,
         config,
         &name,
@@ -133,26 +122,24 @@ async fn run_locally(
     };
     let job = outcome.job_id;
     let status = tokio::select! {
-        status = watch_job(&client, &job, &options) => status?,
-        lost = watch_workers(&mut workers) => return Err(lost),
+        status = watch_job(client, &job, &options) => status?,
+        lost = watch_workers(&mut cluster.workers) => return Err(lost),
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted: cancelling job {job}");
             let _ = client.cancel(&job).await;
-            workers.stop().await;
+            cluster.workers.stop().await;
             return Ok(ExitCode::from(130));
         }
     };
     times.job = watching.elapsed();
     let downloading = Instant::now();
     let written = if status.state() == JobState::Succeeded {
-        download_results(&client, &job, &args.out).await?
+        download_results(client, &job, &args.out).await?
     } else {
         Vec::new()
     };
     times.download = downloading.elapsed();
-    workers.stop().await;
-    let _ = stop.send(());
-    server.wait().await?;
+    let _state = cluster.shutdown().await?;
     if !written.is_empty() {
         println!("{} result files in {}", written.len(), args.out.display());
         times.total = started.elapsed();
@@ -162,9 +149,75 @@ async fn run_locally(
     Ok(super::jobs::exit_code(status.state()))
 }
 
+/// An in-process coordinator with local workers registered to it, and a client of it:
+/// what `run` and `predict` both stand on.
+pub(super) struct LocalCluster {
+    pub server: ServerHandle,
+    pub workers: LocalWorkers,
+    pub client: Client,
+    /// The coordinator's and workers' state: `--data-dir`, or a temporary folder.
+    pub state_dir: PathBuf,
+    /// How long the workers took to start and register.
+    pub starting_workers: Duration,
+    stop: oneshot::Sender<()>,
+    _temporary: Option<TempDir>,
+}
+
+impl LocalCluster {
+    /// Starts the coordinator on a free loopback port, then the workers of `layout`, and
+    /// waits until all have registered.
+    pub async fn start(
+        binary: &Path,
+        layout: &Layout,
+        data_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let (state_dir, temporary) = state_dir(data_dir)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = start_coordinator(&state_dir, stopped).await?;
+        let starting = Instant::now();
+        let workers = LocalWorkers::start(
+            binary,
+            layout,
+            &server.url(),
+            &state_dir,
+            server.scheduler(),
+        )
+        .await?;
+        let starting_workers = starting.elapsed();
+        let client = Client::connect(&server.url(), None).await?;
+        Ok(Self {
+            server,
+            workers,
+            client,
+            state_dir,
+            starting_workers,
+            stop,
+            _temporary: temporary,
+        })
+    }
+
+    /// Stops the workers (SIGTERM, then a bounded wait), then the coordinator. The
+    /// returned guard keeps a temporary state folder (and what was written under it,
+    /// such as prediction shards) until the caller drops it.
+    pub async fn shutdown(self) -> anyhow::Result<StateDir> {
+        self.workers.stop().await;
+        let _ = self.stop.send(());
+        self.server.wait().await?;
+        Ok(StateDir {
+            _temporary: self._temporary,
+        })
+    }
+}
+
+/// Keeps a local cluster's temporary state folder alive after the cluster has stopped.
+#[must_use = "dropping it deletes a temporary state folder"]
+pub(super) struct StateDir {
+    _temporary: Option<TempDir>,
+}
+
 /// The folder for the coordinator's state: `data_dir`, or a temporary one that lives as
 /// long as the returned guard.
-pub(super) fn state_dir(data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<TempDir>)> {
+fn state_dir(data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<TempDir>)> {
     let (dir, temporary) = match data_dir {
         Some(dir) => (dir.to_path_buf(), None),
         None => {
@@ -180,7 +233,7 @@ pub(super) fn state_dir(data_dir: Option<&Path>) -> anyhow::Result<(PathBuf, Opt
 }
 
 /// An in-process coordinator on a free loopback port, running until `stopped` fires.
-pub(super) async fn start_coordinator(
+async fn start_coordinator(
     state_dir: &Path,
     stopped: oneshot::Receiver<()>,
 ) -> anyhow::Result<ServerHandle> {
