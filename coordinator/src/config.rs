@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use foldtrain_proto::runtime::auth::validate_token;
+use foldtrain_proto::runtime::tls::{TlsFiles, exposure_problem};
 use foldtrain_proto::{CHUNK_SIZE, MAX_MESSAGE_SIZE};
 
 use crate::error::{CoordinatorError, Result};
@@ -19,7 +20,11 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Bearer token every RPC must carry (and that the coordinator sends to workers).
     pub token: Option<String>,
-    /// Allows listening on a non-loopback address without a token.
+    /// The server's certificate and key (TLS), and the CA its clients' certificates
+    /// must be signed by (mutual TLS); also what the coordinator presents to workers
+    /// and verifies them against when it calls them.
+    pub tls: TlsFiles,
+    /// Allows listening on a non-loopback address without TLS or a token.
     pub insecure: bool,
     /// How long a worker counts as alive after a heartbeat.
     pub lease: Duration,
@@ -35,6 +40,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
             .field("insecure", &self.insecure)
             .field("lease", &self.lease)
             .field("max_message_size", &self.max_message_size)
@@ -49,6 +55,7 @@ impl Default for ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("foldtrain-data"),
             token: None,
+            tls: TlsFiles::default(),
             insecure: false,
             lease: Duration::from_secs(15),
             max_message_size: MAX_MESSAGE_SIZE,
@@ -60,13 +67,17 @@ impl Default for ServeConfig {
 impl ServeConfig {
     /// Rejects settings that would be unsafe or could not work, saying which and why.
     pub fn validate(&self) -> Result<()> {
-        if self.token.is_none() && !self.insecure && !self.listen.ip().is_loopback() {
-            return Err(CoordinatorError::Config(format!(
-                "refusing to listen on non-loopback address {} without a token: pass --token-file, \
-                 or --insecure to accept unauthenticated requests from the network",
-                self.listen
-            )));
+        if let Some(problem) = exposure_problem(
+            self.listen,
+            self.token.is_some(),
+            self.tls.cert.is_some(),
+            self.insecure,
+        ) {
+            return Err(CoordinatorError::Config(problem));
         }
+        self.tls
+            .server()
+            .map_err(|e| CoordinatorError::Config(e.to_string()))?;
         if let Some(token) = &self.token {
             validate_token(token).map_err(|e| CoordinatorError::Config(e.to_string()))?;
         }
@@ -92,7 +103,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn non_loopback_needs_a_token_or_insecure() {
+    fn non_loopback_needs_tls_and_a_token_or_insecure() {
         let mut c = ServeConfig {
             listen: "0.0.0.0:50051".parse().unwrap(),
             ..ServeConfig::default()
@@ -101,6 +112,7 @@ mod tests {
         assert!(
             err.contains("0.0.0.0:50051")
                 && err.contains("--token-file")
+                && err.contains("--tls-cert")
                 && err.contains("--insecure"),
             "{err}"
         );
@@ -108,7 +120,21 @@ mod tests {
         c.validate().unwrap();
         c.insecure = false;
         c.token = Some("s3cret".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("without TLS") && !err.contains("--token-file"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let pki = foldtrain_proto::runtime::test_util::TestPki::make(dir.path(), &["c=localhost"]);
+        c.tls = pki.files("c");
         c.validate().unwrap();
+        c.token = None;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("without a token") && !err.contains("--tls-cert"),
+            "{err}"
+        );
         ServeConfig::default().validate().unwrap();
     }
 

@@ -328,9 +328,15 @@ pub fn wait_status(
 
 /// Waits until `workers --json` lists `count` live workers.
 pub fn wait_workers(url: &str, count: usize, timeout: Duration) {
+    wait_workers_with(|| client(url, &["workers", "--json"]), count, timeout);
+}
+
+/// Waits until `listing()` (a `workers --json` command, with whatever credentials the
+/// coordinator needs) lists `count` live workers.
+pub fn wait_workers_with(listing: impl Fn() -> Command, count: usize, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let out = run(&mut client(url, &["workers", "--json"]));
+        let out = run(&mut listing());
         if let Ok(listing) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
             let alive = listing
                 .as_array()

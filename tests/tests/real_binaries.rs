@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use foldtrain_tests::binary;
-use foldtrain_tests::procs::{Process, ok, run, tiny_job};
+use foldtrain_tests::procs::{Process, ok, run, tiny_job, wait_workers_with};
 
 /// The bundled synthetic data set: 60 training and 8 test images.
 fn synth(dir: &Path) -> Vec<String> {
@@ -92,19 +92,11 @@ fn serve_two_workers_submit_watch_results() {
         cmd
     };
     // Both workers have registered before the job goes in, so both get folds.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let listing: serde_json::Value =
-            serde_json::from_str(&ok(&mut client(&["workers", "--json"]))).unwrap();
-        if listing.as_array().is_some_and(|w| w.len() == 2) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workers never registered: {listing}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_workers_with(
+        || client(&["workers", "--json"]),
+        2,
+        Duration::from_secs(30),
+    );
 
     let mut submit = client(&["submit", "--wait", "--quiet", "--name", "binaries"]);
     submit.args(&dataset).args(tiny_job(3, 1));

@@ -45,6 +45,11 @@ pub struct WorkerArgs {
     /// File holding the bearer token the coordinator requires.
     #[arg(long, env = "FOLDTRAIN_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: foldtrain_proto::runtime::tls::TlsArgs,
+    /// Accept cleartext or unauthenticated calls on a non-loopback address.
+    #[arg(long, env = "FOLDTRAIN_INSECURE")]
+    pub insecure: bool,
     /// Stable worker id (default: <hostname>-<random hex>).
     #[arg(long, env = "FOLDTRAIN_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -99,6 +104,8 @@ impl WorkerArgs {
             slots,
             cache_dir: self.cache_dir,
             token,
+            tls: self.tls.files(),
+            insecure: self.insecure,
             worker_id: self.worker_id,
             metrics_listen: self.metrics_listen,
             drain_timeout: std::time::Duration::from_secs(self.drain_timeout),
@@ -184,19 +191,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("token");
         std::fs::write(&token, "  s3cret  \nignored\n").unwrap();
+        let pki = foldtrain_proto::runtime::test_util::TestPki::make(dir.path(), &["w=gpu-box-1"]);
+        let tls = pki.files("w");
+        let path = |p: &Option<PathBuf>| p.as_ref().unwrap().to_str().unwrap().to_string();
+        let (cert, key, ca) = (path(&tls.cert), path(&tls.key), path(&tls.ca));
         let config = parse(&[
             "--coordinator",
-            "http://10.0.0.5:50051",
+            "https://10.0.0.5:50051",
             "--listen",
             "0.0.0.0:0",
             "--token-file",
             token.to_str().unwrap(),
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-ca",
+            &ca,
             "--worker-id",
             "gpu-box-1",
         ])
         .into_config(vec![Slot::Cuda(0), Slot::Cuda(1)])
         .unwrap();
         assert_eq!(config.token.as_deref(), Some("s3cret"));
+        assert_eq!(config.tls, tls);
         assert_eq!(config.worker_id.as_deref(), Some("gpu-box-1"));
         assert_eq!(config.slots, vec![Slot::Cuda(0), Slot::Cuda(1)]);
         assert_eq!(config.listen.port(), 0);
@@ -256,5 +274,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("coordinator URL \"c:1\""), "{err}");
+    }
+
+    #[test]
+    fn beyond_loopback_it_needs_tls_and_a_token_or_insecure() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let token = token.to_str().unwrap();
+        let wide = ["--coordinator", "http://c:1", "--listen", "0.0.0.0:0"];
+        let err = parse(&wide)
+            .into_config(vec![Slot::Cpu])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("0.0.0.0:0")
+                && err.contains("--token-file")
+                && err.contains("--tls-cert")
+                && err.contains("--insecure"),
+            "{err}"
+        );
+        let err = parse(&[&wide[..], &["--token-file", token]].concat())
+            .into_config(vec![Slot::Cpu])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("without TLS"), "{err}");
+        parse(&[&wide[..], &["--insecure"]].concat())
+            .into_config(vec![Slot::Cpu])
+            .unwrap();
+        parse(&["--coordinator", "http://c:1", "--listen", "127.0.0.1:0"])
+            .into_config(vec![Slot::Cpu])
+            .unwrap();
+
+        let pki = foldtrain_proto::runtime::test_util::TestPki::make(dir.path(), &["w=w"]);
+        let tls = pki.files("w");
+        let cert = tls.cert.as_ref().unwrap().to_str().unwrap();
+        let key = tls.key.as_ref().unwrap().to_str().unwrap();
+        let ca = tls.ca.as_ref().unwrap().to_str().unwrap();
+        let err = parse(&[
+            "--coordinator",
+            "http://c:1",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--tls-ca",
+            ca,
+        ])
+        .into_config(vec![Slot::Cpu])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("http://c:1") && err.contains("use https://"),
+            "{err}"
+        );
+        let err = parse(&[
+            "--coordinator",
+            "https://c:1",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--advertise",
+            "http://w:2",
+        ])
+        .into_config(vec![Slot::Cpu])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--advertise http://w:2 must be https://"),
+            "{err}"
+        );
     }
 }

@@ -1,9 +1,10 @@
-//! The `--coordinator` and `--token-file` flags every command that talks to a
+//! The `--coordinator`, `--token-file` and TLS flags every command that talks to a
 //! coordinator shares.
 
 use std::path::PathBuf;
 
 use clap::Args;
+use foldtrain_proto::runtime::tls::TlsArgs;
 
 use crate::client::{Client, ClientError, DEFAULT_COORDINATOR};
 
@@ -16,12 +17,20 @@ pub struct ClientArgs {
     /// File holding the bearer token the coordinator expects (its first line).
     #[arg(long, env = "FOLDTRAIN_TOKEN_FILE", help_heading = "Coordinator")]
     pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl ClientArgs {
-    /// Reads the token file, if any, and connects.
+    /// Reads the token and TLS files, if any, and connects.
     pub async fn connect(&self) -> Result<Client, ClientError> {
-        Client::connect_with_token_file(&self.coordinator, self.token_file.as_deref()).await
+        let tls = self
+            .tls
+            .files()
+            .client()
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Client::connect_with_token_file(&self.coordinator, self.token_file.as_deref(), tls.as_ref())
+            .await
     }
 }
 

@@ -11,6 +11,7 @@ use clap::Args;
 use foldtrain_proto::runtime::auth::read_token_file;
 use foldtrain_proto::runtime::metrics_http::metrics_url;
 use foldtrain_proto::runtime::shutdown_signal;
+use foldtrain_proto::runtime::tls::TlsArgs;
 
 use super::CommandResult;
 use crate::config::ServeConfig;
@@ -26,7 +27,9 @@ pub struct ServeArgs {
     /// File holding the bearer token every client and worker must present.
     #[arg(long, env = "FOLDTRAIN_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// Accept unauthenticated requests on a non-loopback address.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Accept cleartext or unauthenticated requests on a non-loopback address.
     #[arg(long, env = "FOLDTRAIN_INSECURE")]
     pub insecure: bool,
     /// Milliseconds a worker stays counted as alive after its last heartbeat.
@@ -50,6 +53,7 @@ impl ServeArgs {
             listen: self.listen,
             data_dir: self.data_dir,
             token,
+            tls: self.tls.files(),
             insecure: self.insecure,
             lease: Duration::from_millis(self.lease_ms),
             metrics_listen: self.metrics_listen,
@@ -91,25 +95,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("token");
         std::fs::write(&token, "s3cret\n").unwrap();
+        let pki = foldtrain_proto::runtime::test_util::TestPki::make(dir.path(), &["c=localhost"]);
+        let tls = pki.files("c");
         let w = Wrapper::try_parse_from([
             "serve",
             "--listen",
             "0.0.0.0:0",
             "--token-file",
             token.to_str().unwrap(),
+            "--tls-cert",
+            tls.cert.as_ref().unwrap().to_str().unwrap(),
+            "--tls-key",
+            tls.key.as_ref().unwrap().to_str().unwrap(),
+            "--tls-ca",
+            tls.ca.as_ref().unwrap().to_str().unwrap(),
             "--lease-ms",
             "500",
         ])
         .unwrap();
         let c = w.args.into_config().unwrap();
         assert_eq!(c.token.as_deref(), Some("s3cret"));
+        assert_eq!(c.tls, tls);
         assert_eq!(c.lease, Duration::from_millis(500));
         assert_eq!(c.metrics_listen, None);
 
         let w = Wrapper::try_parse_from(["serve", "--listen", "0.0.0.0:0"]).unwrap();
         let err = w.args.into_config().unwrap_err().to_string();
         assert!(
-            err.contains("without a token") && err.contains("--insecure"),
+            err.contains("without a token or TLS") && err.contains("--insecure"),
             "{err}"
         );
         let w = Wrapper::try_parse_from(["serve", "--listen", "0.0.0.0:0", "--insecure"]).unwrap();

@@ -1,14 +1,15 @@
-//! A connection to a coordinator: the bearer-token interceptor, explicit message limits,
-//! keepalives, and errors that name the coordinator's URL.
+//! A connection to a coordinator: TLS when asked for, the bearer-token interceptor,
+//! explicit message limits, keepalives, and errors that name the coordinator's URL.
 
 use std::path::Path;
 use std::time::Duration;
 
 use foldtrain_proto::pb::coordinator_client::CoordinatorClient;
 use foldtrain_proto::runtime::auth::{BearerToken, read_token_file};
+use foldtrain_proto::runtime::tls::secure_endpoint;
 use foldtrain_proto::{JobId, MAX_MESSAGE_SIZE, pb};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::error::{ClientError, error_chain};
 
@@ -30,17 +31,25 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `url` (http://host:port), failing fast when nothing answers.
+    /// Connects to `url` (http://host:port) in cleartext, failing fast when nothing
+    /// answers.
     pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        Self::connect_secure(url, token, None).await
+    }
+
+    /// Connects to `url`: `https://` with `tls`, `http://` without; failing fast when
+    /// nothing answers.
+    pub async fn connect_secure(
+        url: &str,
+        token: Option<&str>,
+        tls: Option<&ClientTlsConfig>,
+    ) -> Result<Self, ClientError> {
         let bad = |why: &str| ClientError::BadUrl {
             url: url.to_string(),
             why: why.to_string(),
         };
-        if url.starts_with("https://") {
-            return Err(bad("TLS is not supported by this build; use http://"));
-        }
-        if !url.starts_with("http://") {
-            return Err(bad("expected http://HOST:PORT"));
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(bad("expected http://HOST:PORT or https://HOST:PORT"));
         }
         let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| bad(&error_chain(&e)))?
@@ -52,13 +61,15 @@ impl Client {
             .keep_alive_while_idle(true)
             .initial_stream_window_size(foldtrain_proto::STREAM_WINDOW)
             .initial_connection_window_size(foldtrain_proto::CONNECTION_WINDOW);
+        let endpoint =
+            secure_endpoint(endpoint, url, tls).map_err(|e| ClientError::Tls(e.to_string()))?;
         let interceptor = BearerToken::new(token).map_err(|_| {
             ClientError::Token("the token must be printable ASCII without spaces".to_string())
         })?;
-        let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
-            url: url.to_string(),
-            why: error_chain(&e),
-        })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| ClientError::connect(url, error_chain(&e)))?;
         let rpc = CoordinatorClient::with_interceptor(channel, interceptor)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -72,12 +83,13 @@ impl Client {
     pub async fn connect_with_token_file(
         url: &str,
         token_file: Option<&Path>,
+        tls: Option<&ClientTlsConfig>,
     ) -> Result<Self, ClientError> {
         let token = token_file
             .map(read_token_file)
             .transpose()
             .map_err(|e| ClientError::Token(e.to_string()))?;
-        Self::connect(url, token.as_deref()).await
+        Self::connect_secure(url, token.as_deref(), tls).await
     }
 
     pub fn url(&self) -> &str {

@@ -15,10 +15,25 @@ pub enum ClientError {
     BadUrl { url: String, why: String },
     #[error("{0}")]
     Token(String),
+    #[error("{0}")]
+    Tls(String),
     #[error("cannot connect to the coordinator at {url}: {why}; {SERVE_HINT}")]
     Connect { url: String, why: String },
+    #[error(
+        "the TLS handshake with the coordinator at {url} failed: {why}; check --tls-ca, --tls-cert and --tls-key"
+    )]
+    Handshake { url: String, why: String },
     #[error("the coordinator at {url} rejected the token ({message}); check --token-file")]
     Unauthenticated { url: String, message: String },
+    #[error(
+        "{action} at {url}: the connection was dropped ({why}); if the coordinator serves TLS, \
+         use https:// with --tls-ca, and --tls-cert and --tls-key when it requires client certificates"
+    )]
+    Dropped {
+        url: String,
+        action: &'static str,
+        why: String,
+    },
     #[error("no job {0}")]
     NoJob(JobId),
     #[error("{action} at {url} failed ({code:?}): {message}")]
@@ -52,6 +67,21 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A failed connection: a TLS problem when the reason says so, else an unreachable
+    /// coordinator.
+    pub fn connect(url: &str, why: String) -> Self {
+        let lower = why.to_ascii_lowercase();
+        let url = url.to_string();
+        if ["certificate", "tls", "handshake", "alert"]
+            .iter()
+            .any(|word| lower.contains(word))
+        {
+            Self::Handshake { url, why }
+        } else {
+            Self::Connect { url, why }
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),
@@ -86,6 +116,18 @@ impl ClientError {
                     message
                 },
             },
+            // The transport gave up before any answer: a TLS server that rejected the
+            // client's certificate or its cleartext looks like this from the client.
+            tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Internal
+                if status.metadata().is_empty() && is_transport_failure(&message) =>
+            {
+                use std::error::Error as _;
+                Self::Dropped {
+                    url: url.to_string(),
+                    action,
+                    why: status.source().map_or(message, error_chain),
+                }
+            }
             code => Self::Rpc {
                 url: url.to_string(),
                 action,
@@ -99,7 +141,7 @@ impl ClientError {
     /// the network dropped), as opposed to having refused the request.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Connect { .. } => true,
+            Self::Connect { .. } | Self::Dropped { .. } => true,
             Self::Rpc { code, .. } => matches!(
                 code,
                 tonic::Code::Unavailable
@@ -111,6 +153,12 @@ impl ClientError {
             _ => false,
         }
     }
+}
+
+/// Whether a status message is the transport's rather than the coordinator's.
+fn is_transport_failure(message: &str) -> bool {
+    ["transport error", "operation was canceled"].contains(&message)
+        || message.starts_with("h2 protocol error")
 }
 
 /// An error and all its sources, joined by ": ", since transport errors hide the

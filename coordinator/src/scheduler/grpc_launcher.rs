@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use foldtrain_proto::FailureCause;
 use foldtrain_proto::pb::worker_client::WorkerClient;
+use foldtrain_proto::runtime::tls::secure_endpoint;
 use foldtrain_proto::task::FoldFailure;
 use foldtrain_proto::wire_events::FoldEventAssembler;
 use foldtrain_proto::{
@@ -14,7 +15,7 @@ use foldtrain_proto::{
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::Instrument;
 
 use super::launcher::{FoldEventStream, FoldLauncher, SlotTarget};
@@ -28,6 +29,8 @@ pub const INLINE_RESUME_LIMIT: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct GrpcLauncher {
     token: Option<Arc<str>>,
+    /// How to verify workers and what to present to them; None: cleartext only.
+    tls: Option<ClientTlsConfig>,
     max_message_size: usize,
     connect_timeout: Duration,
 }
@@ -37,6 +40,7 @@ impl GrpcLauncher {
     pub fn new(token: Option<String>) -> Self {
         Self {
             token: token.map(Arc::from),
+            tls: None,
             max_message_size: MAX_MESSAGE_SIZE,
             connect_timeout: Duration::from_secs(10),
         }
@@ -44,6 +48,13 @@ impl GrpcLauncher {
 
     pub fn with_max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Calls `https://` workers with this configuration; `http://` workers are then
+    /// refused, so no task travels in cleartext by mistake.
+    pub fn with_tls(mut self, tls: Option<ClientTlsConfig>) -> Self {
+        self.tls = tls;
         self
     }
 }
@@ -129,6 +140,8 @@ impl GrpcLauncher {
             .keep_alive_while_idle(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW);
+        let endpoint =
+            secure_endpoint(endpoint, &url, self.tls.as_ref()).map_err(|e| e.to_string())?;
         let channel = endpoint
             .connect()
             .await

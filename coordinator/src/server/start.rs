@@ -27,6 +27,7 @@ use crate::store::Store;
 /// A running coordinator.
 pub struct ServerHandle {
     addr: SocketAddr,
+    tls: bool,
     scheduler: Scheduler,
     task: JoinHandle<Result<()>>,
     metrics: Option<MetricsServer>,
@@ -38,9 +39,10 @@ impl ServerHandle {
         self.addr
     }
 
-    /// `http://<addr>`, for clients.
+    /// `http://<addr>`, or `https://<addr>` with TLS, for clients.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn scheduler(&self) -> &Scheduler {
@@ -70,8 +72,13 @@ pub async fn start(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ServerHandle> {
-    let launcher =
-        GrpcLauncher::new(config.token.clone()).with_max_message_size(config.max_message_size);
+    let worker_tls = config
+        .tls
+        .client()
+        .map_err(|e| CoordinatorError::Config(e.to_string()))?;
+    let launcher = GrpcLauncher::new(config.token.clone())
+        .with_tls(worker_tls)
+        .with_max_message_size(config.max_message_size);
     start_with_launcher(config, Arc::new(launcher), shutdown).await
 }
 
@@ -82,6 +89,10 @@ pub async fn start_with_launcher(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ServerHandle> {
     config.validate()?;
+    let tls = config
+        .tls
+        .server()
+        .map_err(|e| CoordinatorError::Config(e.to_string()))?;
     let data_dir = config.data_dir.clone();
     let store = crate::error::run_blocking("store open", move || Store::open(&data_dir)).await?;
     let scheduler = Scheduler::new(
@@ -118,9 +129,16 @@ pub async fn start_with_launcher(
     };
     let monitor = scheduler.spawn_lease_monitor();
     let stopping = scheduler.clone();
-    info!(%addr, data_dir = %config.data_dir.display(), auth = config.token.is_some(), "coordinator listening");
+    info!(%addr, data_dir = %config.data_dir.display(), auth = config.token.is_some(), tls = tls.is_some(), "coordinator listening");
+    let secure = tls.is_some();
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| CoordinatorError::Config(format!("TLS setup failed: {e}")))?;
+    }
     let task = tokio::spawn(async move {
-        let result = Server::builder()
+        let result = builder
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(CONNECTION_WINDOW))
             .add_service(health_service)
@@ -137,6 +155,7 @@ pub async fn start_with_launcher(
     });
     Ok(ServerHandle {
         addr,
+        tls: secure,
         scheduler,
         task,
         metrics,

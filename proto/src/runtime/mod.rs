@@ -1,5 +1,5 @@
 //! The plumbing both binaries share around the contract: telemetry, trace propagation,
-//! bearer-token auth, the `/metrics` endpoint, the gRPC health service, shutdown on a
+//! bearer-token auth, TLS, the `/metrics` endpoint, the gRPC health service, shutdown on a
 //! signal and panic messages.
 
 pub mod auth;
@@ -11,6 +11,7 @@ mod shutdown;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
+pub mod tls;
 
 pub use panic::panic_message;
 pub use shutdown::shutdown_signal;

@@ -36,3 +36,44 @@ pub fn http_request(
         .ok_or_else(|| bad("no status code in the response"))?;
     Ok((status, head.to_owned(), body.to_owned()))
 }
+
+/// A certificate authority and certificates made by `deploy/tls/make-certs.sh` (the
+/// script operators use), in a folder of the caller's.
+pub struct TestPki {
+    pub dir: std::path::PathBuf,
+}
+
+impl TestPki {
+    /// Runs the script in `dir` with `specs` (`NAME=HOST[,HOST...]`).
+    pub fn make(dir: &std::path::Path, specs: &[&str]) -> Self {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tls/make-certs.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(dir)
+            .args(specs)
+            .output()
+            .expect("running deploy/tls/make-certs.sh (needs bash and openssl)");
+        assert!(
+            out.status.success(),
+            "make-certs.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn ca(&self) -> std::path::PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The TLS files of `name`: its certificate and key, and the CA.
+    pub fn files(&self, name: &str) -> crate::runtime::tls::TlsFiles {
+        crate::runtime::tls::TlsFiles {
+            cert: Some(self.dir.join(format!("{name}.pem"))),
+            key: Some(self.dir.join(format!("{name}.key"))),
+            ca: Some(self.ca()),
+        }
+    }
+}

@@ -1,10 +1,11 @@
 //! The worker's connection to the coordinator: lazy (the coordinator may start later),
-//! authenticated, and with the same message limits as the server.
+//! authenticated, over TLS when configured, and with the same message limits as the server.
 
 use std::time::Duration;
 
 use foldtrain_proto::pb::coordinator_client::CoordinatorClient;
 use foldtrain_proto::runtime::auth::BearerToken;
+use foldtrain_proto::runtime::tls::{TlsFiles, secure_endpoint};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -16,6 +17,7 @@ pub type Coordinator = CoordinatorClient<InterceptedService<Channel, BearerToken
 pub fn coordinator_client(
     url: &str,
     token: Option<&str>,
+    tls: &TlsFiles,
     max_message_size: usize,
 ) -> Result<Coordinator, WorkerError> {
     let bad = |message: String| WorkerError::Coordinator {
@@ -30,6 +32,8 @@ pub fn coordinator_client(
         .keep_alive_timeout(Duration::from_secs(20))
         .initial_stream_window_size(foldtrain_proto::STREAM_WINDOW)
         .initial_connection_window_size(foldtrain_proto::CONNECTION_WINDOW);
+    let tls = tls.client().map_err(|e| bad(e.to_string()))?;
+    let endpoint = secure_endpoint(endpoint, url, tls.as_ref()).map_err(|e| bad(e.to_string()))?;
     let auth = BearerToken::new(token).map_err(|e| bad(e.to_string()))?;
     Ok(
         CoordinatorClient::with_interceptor(endpoint.connect_lazy(), auth)

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use foldtrain_proto::runtime::auth::validate_token;
+use foldtrain_proto::runtime::tls::{TlsError, TlsFiles, exposure_problem, secure_endpoint};
 use foldtrain_proto::{CHUNK_SIZE, MAX_MESSAGE_SIZE};
 
 use super::WorkerError;
@@ -29,6 +30,11 @@ pub struct WorkerConfig {
     pub cache_dir: PathBuf,
     /// Bearer token: required on incoming calls and sent to the coordinator.
     pub token: Option<String>,
+    /// The worker's certificate and key (its server identity, and its client identity
+    /// towards the coordinator), and the CA both sides' certificates are signed by.
+    pub tls: TlsFiles,
+    /// Allows listening on a non-loopback address without TLS or a token.
+    pub insecure: bool,
     /// Stable identity across re-registrations; default `<hostname>-<random hex>`.
     pub worker_id: Option<String>,
     pub run_options: RunOptions,
@@ -54,6 +60,8 @@ impl std::fmt::Debug for WorkerConfig {
             .field("slots", &self.slots)
             .field("cache_dir", &self.cache_dir)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("insecure", &self.insecure)
             .field("worker_id", &self.worker_id)
             .field("run_options", &self.run_options)
             .field("max_message_size", &self.max_message_size)
@@ -72,6 +80,8 @@ impl Default for WorkerConfig {
             slots: vec![Slot::Cpu],
             cache_dir: PathBuf::from("foldtrain-cache"),
             token: None,
+            tls: TlsFiles::default(),
+            insecure: false,
             worker_id: None,
             run_options: RunOptions::default(),
             max_message_size: MAX_MESSAGE_SIZE,
@@ -100,6 +110,7 @@ impl WorkerConfig {
         if let Some(token) = &self.token {
             validate_token(token).map_err(|e| WorkerError::Config(e.to_string()))?;
         }
+        self.check_exposure()?;
         if let Some(id) = &self.worker_id
             && (id.is_empty() || id.chars().any(char::is_whitespace))
         {
@@ -115,6 +126,38 @@ impl WorkerConfig {
         }
         if self.run_options.progress_every == 0 {
             return bad("progress_every must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl WorkerConfig {
+    /// Beyond loopback, anyone who reaches the port could make the worker train and read
+    /// what it streams: require TLS and a token there, unless `insecure`. With TLS, the
+    /// advertised URL must be `https://`, since the coordinator will speak TLS to it.
+    fn check_exposure(&self) -> Result<(), WorkerError> {
+        if let Some(problem) = exposure_problem(
+            self.listen,
+            self.token.is_some(),
+            self.tls.cert.is_some(),
+            self.insecure,
+        ) {
+            return Err(WorkerError::Config(problem));
+        }
+        if self.tls.cert.is_some()
+            && let Some(url) = &self.advertise
+            && !url.starts_with("https://")
+        {
+            return Err(WorkerError::Config(format!(
+                "--advertise {url} must be https:// when the worker serves TLS (--tls-cert)"
+            )));
+        }
+        let config = |e: TlsError| WorkerError::Config(e.to_string());
+        self.tls.server().map_err(config)?;
+        // The coordinator URL and the client side of TLS must agree (https with a CA).
+        let client = self.tls.client().map_err(config)?;
+        if let Ok(endpoint) = tonic::transport::Endpoint::from_shared(self.coordinator.clone()) {
+            secure_endpoint(endpoint, &self.coordinator, client.as_ref()).map_err(config)?;
         }
         Ok(())
     }

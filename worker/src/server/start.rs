@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use super::WorkerError;
@@ -94,9 +94,13 @@ pub async fn start(
     let cache = open_cache(&config).await?;
     let (listener, addr) = bind(config.listen).await?;
     let host = hostname();
-    let url = advertised_url(config.advertise.as_deref(), addr, &host);
-    if config.token.is_none() && !addr.ip().is_loopback() {
-        warn!(%addr, "listening beyond loopback without a token: anyone who reaches this port can make the worker train");
+    let tls = config
+        .tls
+        .server()
+        .map_err(|e| WorkerError::Config(e.to_string()))?;
+    let url = advertised_url(config.advertise.as_deref(), addr, &host, tls.is_some());
+    if (config.token.is_none() || tls.is_none()) && !addr.ip().is_loopback() {
+        warn!(%addr, "--insecure: listening beyond loopback without TLS or a token; anyone who reaches this port can make the worker train");
     }
     let (health, health_service) = Health::new::<WorkerServer<WorkerService>>().await;
     let shared = Arc::new(shared_state(&config, cache, health)?);
@@ -122,6 +126,7 @@ pub async fn start(
         registering,
         stopped,
         drain_timeout: config.drain_timeout,
+        tls,
     };
     let task = tokio::spawn(serving.run(service, health_service, shutdown));
     Ok(WorkerHandle {
@@ -154,13 +159,15 @@ async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), WorkerErr
     Ok((listener, addr))
 }
 
-/// The URL the coordinator should call: the configured one, else the bound address.
-fn advertised_url(advertise: Option<&str>, addr: SocketAddr, host: &str) -> String {
+/// The URL the coordinator should call: the configured one, else the bound address,
+/// `https://` when the worker serves TLS.
+fn advertised_url(advertise: Option<&str>, addr: SocketAddr, host: &str, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     match advertise {
         Some(url) => url.to_owned(),
         // An unspecified address (0.0.0.0) means nothing to the coordinator.
-        None if addr.ip().is_unspecified() => format!("http://{host}:{}", addr.port()),
-        None => format!("http://{addr}"),
+        None if addr.ip().is_unspecified() => format!("{scheme}://{host}:{}", addr.port()),
+        None => format!("{scheme}://{addr}"),
     }
 }
 
@@ -174,6 +181,7 @@ fn shared_state(
         client: coordinator_client(
             &config.coordinator,
             config.token.as_deref(),
+            &config.tls,
             config.max_message_size,
         )?,
         coordinator_url: config.coordinator.clone(),
@@ -247,6 +255,8 @@ struct Serving {
     /// Dropped when serving ends, which stops the metrics endpoint.
     stopped: oneshot::Sender<()>,
     drain_timeout: Duration,
+    /// The server's TLS; None: cleartext HTTP/2.
+    tls: Option<ServerTlsConfig>,
 }
 
 impl Serving {
@@ -261,7 +271,14 @@ impl Serving {
     ) -> Result<(), WorkerError> {
         let draining = self.shared.clone();
         let timeout = self.drain_timeout;
-        let result = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls).map_err(|e| WorkerError::Serve {
+                addr: self.addr,
+                message: format!("TLS setup failed: {e}"),
+            })?;
+        }
+        let result = builder
             .initial_stream_window_size(Some(foldtrain_proto::STREAM_WINDOW))
             .initial_connection_window_size(Some(foldtrain_proto::CONNECTION_WINDOW))
             .add_service(health)
