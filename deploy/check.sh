@@ -160,14 +160,9 @@ kustomize_validate() {
     done
 }
 if command -v kubectl >/dev/null; then
-    # The overlays make the token Secret from a file kept out of git: build a copy with a
-    # stand-in token where none exists.
+    # A copy, so that nothing kept out of git beside the manifests (certificates made for
+    # a cluster) takes part.
     cp -r deploy/kubernetes "$work/kubernetes"
-    for dir in "$work"/kubernetes/overlays/*/; do
-        if grep -q '^secretGenerator:' "$dir/kustomization.yaml" && [[ ! -e $dir/token ]]; then
-            echo "stand-in token for deploy/check.sh" >"$dir/token"
-        fi
-    done
     mapfile -t kustomizations < <(cd "$work" && find kubernetes -name kustomization.yaml | sort)
     for k in "${kustomizations[@]}"; do
         dir=$(dirname "$k")
@@ -262,17 +257,28 @@ fi
 # cluster. Variables of the scripts themselves are listed as not the binaries'.
 SCRIPT_VARS=(FOLDTRAIN_STATE_DIR FOLDTRAIN_RESULTS_DIR FOLDTRAIN_PORT FOLDTRAIN_WORKER_PORT
     FOLDTRAIN_NODE_CACHE FOLDTRAIN_PUBLISH_ADDR FOLDTRAIN_COORDINATOR_IMAGE FOLDTRAIN_WORKER_IMAGE
-    FOLDTRAIN_VENV FOLDTRAIN_BIN FOLDTRAIN_WORKER_BIN FOLDTRAIN_DEPLOY_VENV FOLDTRAIN_CHECK_TMPDIR)
+    FOLDTRAIN_VENV FOLDTRAIN_BIN FOLDTRAIN_WORKER_BIN FOLDTRAIN_DEPLOY_VENV FOLDTRAIN_CHECK_TMPDIR
+    FOLDTRAIN_MAKE_CERTS FOLDTRAIN_SECRETS_DIR)
+TLS_FLAGS="--tls-cert --tls-key --tls-ca"
 declare -A FLAGS=(
-    [serve]="--listen --data-dir --token-file --metrics-listen --insecure"
-    [submit]="--train-csv --train-dir --test-csv --test-dir --wait --coordinator --token-file"
-    [results]="--out --coordinator --token-file"
-    [workers]="--coordinator --token-file"
-    [watch]="--coordinator --token-file"
+    [serve]="--listen --data-dir --token-file --worker-token-file --metrics-listen --insecure $TLS_FLAGS"
+    [submit]="--train-csv --train-dir --test-csv --test-dir --wait --coordinator --token-file $TLS_FLAGS"
+    [results]="--out --coordinator --token-file $TLS_FLAGS"
+    [workers]="--coordinator --token-file $TLS_FLAGS"
+    [watch]="--coordinator --token-file $TLS_FLAGS"
     [run]="--train-csv --train-dir --test-csv --test-dir --out"
     [synth]="--out --train --test"
-    [worker]="--coordinator --listen --advertise --worker-id --cache-dir --token-file --metrics-listen --cpu --gpus --list-devices --drain-timeout"
+    [worker]="--coordinator --listen --advertise --worker-id --cache-dir --token-file --metrics-listen --cpu --gpus --list-devices --drain-timeout --insecure $TLS_FLAGS"
 )
+# The workers' own token (serve --worker-token-file) is newer than some binaries this may
+# check: where `foldtrain serve --help` lacks it, its flag and variable are reported as
+# skipped rather than failed, and the end-to-end check below gives the worker the users'
+# token (which such a coordinator accepts from workers too).
+if [[ -n $COORD_BIN ]] && ! "$COORD_BIN" serve --help 2>/dev/null | grep -q -- '--worker-token-file'; then
+    ROLE_TOKENS=false
+else
+    ROLE_TOKENS=true
+fi
 cli_contract() {
     local cmd help all_help="" flag var bad=0
     for cmd in "${!FLAGS[@]}"; do
@@ -283,6 +289,7 @@ cli_contract() {
         fi
         all_help+=$help$'\n'
         for flag in ${FLAGS[$cmd]}; do
+            [[ $ROLE_TOKENS == false && $flag == --worker-token-file ]] && continue
             grep -Eq -- "(^|[ ,])$flag([ =,]|$)" <<<"$help" \
                 || { echo "${cmd}: no flag $flag"; bad=1; }
         done
@@ -290,6 +297,7 @@ cli_contract() {
     for cmd in status cancel; do all_help+=$("$COORD_BIN" "$cmd" --help)$'\n'; done
     while IFS= read -r var; do
         [[ " ${SCRIPT_VARS[*]} " == *" $var "* ]] && continue
+        [[ $ROLE_TOKENS == false && $var == FOLDTRAIN_WORKER_TOKEN_FILE ]] && continue
         grep -q "env: $var=" <<<"$all_help" \
             || { echo "$var (set in deploy/) is read by no command"; bad=1; }
     done < <(grep -rhoE 'FOLDTRAIN_[A-Z_]+[A-Z]' deploy --exclude=check.sh --exclude=check-image-libs.sh | sort -u)
@@ -297,6 +305,133 @@ cli_contract() {
 }
 if [[ -n $WORKER_BIN && -n $COORD_BIN ]]; then
     check "flags and FOLDTRAIN_* variables used in deploy/ exist in foldtrain and foldtrain-worker" cli_contract
+    [[ $ROLE_TOKENS == true ]] || skip "serve --worker-token-file, FOLDTRAIN_WORKER_TOKEN_FILE" \
+        "not in $COORD_BIN serve --help: a binary from before the workers' own token"
+fi
+
+# --- TLS: make-certs.sh, and a job over mutual TLS ----------------------------------------
+# make-certs.sh makes a CA and certificates that openssl verifies, each with exactly the
+# names asked for, keys readable by their owner only; a second run reuses the CA.
+make_certs_check() {
+    local out="$work/certs" name want got bad=0 ca_before
+    bash deploy/tls/make-certs.sh --days 2 "$out" coordinator=coordinator.example.org,10.0.0.5,localhost,127.0.0.1 \
+        worker='*.foldtrain-workers.foldtrain.svc,gpu-01' client=client || return 1
+    ca_before=$(openssl x509 -in "$out/ca.pem" -noout -fingerprint -sha256)
+    bash deploy/tls/make-certs.sh "$out" extra=::1 || return 1
+    [[ $(openssl x509 -in "$out/ca.pem" -noout -fingerprint -sha256) == "$ca_before" ]] \
+        || { echo "a second run replaced the CA"; bad=1; }
+    declare -A sans=(
+        [coordinator]="DNS:coordinator.example.org, IP Address:10.0.0.5, DNS:localhost, IP Address:127.0.0.1"
+        [worker]="DNS:*.foldtrain-workers.foldtrain.svc, DNS:gpu-01"
+        [client]="DNS:client"
+        [extra]="IP Address:0:0:0:0:0:0:0:1"
+    )
+    for name in "${!sans[@]}"; do
+        openssl verify -CAfile "$out/ca.pem" -purpose sslserver "$out/$name.pem" || bad=1
+        openssl verify -CAfile "$out/ca.pem" -purpose sslclient "$out/$name.pem" || bad=1
+        want=${sans[$name]}
+        got=$(openssl x509 -in "$out/$name.pem" -noout -ext subjectAltName | sed -n '2s/^ *//p')
+        [[ $got == "$want" ]] || { echo "$name.pem: subjectAltName '$got', asked for '$want'"; bad=1; }
+        # The key is the certificate's, and private.
+        [[ $(openssl pkey -in "$out/$name.key" -pubout) == $(openssl x509 -in "$out/$name.pem" -noout -pubkey) ]] \
+            || { echo "$name.key does not match $name.pem"; bad=1; }
+        [[ $(stat -c %a "$out/$name.key") == 600 ]] || { echo "$name.key is not mode 0600"; bad=1; }
+    done
+    [[ $(stat -c %a "$out/ca.key") == 600 ]] || { echo "ca.key is not mode 0600"; bad=1; }
+    return "$bad"
+}
+if command -v openssl >/dev/null; then
+    check "deploy/tls/make-certs.sh: openssl verify -CAfile, the subjectAltNames asked for, CA reused" \
+        make_certs_check
+else
+    skip "deploy/tls/make-certs.sh" "openssl is not installed"
+fi
+
+# The binaries as deploy/ runs them: the coordinator and a CPU worker listening on every
+# interface (where both refuse to start without a token and TLS), certificates from
+# make-certs.sh, mutual TLS on every connection, the users' and the workers' tokens apart;
+# then a tiny job submitted and trained across them, which takes each direction: client
+# to coordinator, worker to coordinator, coordinator to the worker.
+tls_cluster() (
+    # A subshell: its own folder, and none of the caller's FOLDTRAIN_* settings (an
+    # exported FOLDTRAIN_INSECURE would make the check pass for the wrong reason).
+    local dir="$work/tls-cluster" port="" status=0 coord worker v
+    for v in $(compgen -v FOLDTRAIN_); do unset "$v"; done
+    export OTEL_SDK_DISABLED=true
+    local coord_bin worker_bin
+    coord_bin=$(realpath "$COORD_BIN") && worker_bin=$(realpath "$WORKER_BIN") || return 1
+    mkdir -p "$dir" && cd "$dir" || return 1
+    bash "$ROOT/deploy/tls/make-certs.sh" --days 1 certs coordinator=localhost,127.0.0.1 \
+        worker="$(hostname)",localhost,127.0.0.1 client=client >/dev/null || return 1
+    (umask 077 && head -c 32 /dev/urandom | base64 >token && head -c 32 /dev/urandom | base64 >worker-token)
+    local coord_tokens=(--token-file token) worker_token=token
+    if [[ $ROLE_TOKENS == true ]]; then
+        coord_tokens+=(--worker-token-file worker-token)
+        worker_token="worker-token"
+    fi
+    local -a client=(--coordinator "" --token-file token --tls-ca certs/ca.pem
+        --tls-cert certs/client.pem --tls-key certs/client.key)
+    "$coord_bin" serve --listen 0.0.0.0:0 --data-dir state "${coord_tokens[@]}" \
+        --tls-ca certs/ca.pem --tls-cert certs/coordinator.pem --tls-key certs/coordinator.key \
+        >coordinator.log 2>&1 &
+    coord=$!
+    for _ in $(seq 100); do
+        port=$(sed -n 's|.*listening on https://0\.0\.0\.0:\([0-9]*\).*|\1|p' coordinator.log)
+        [[ -n $port ]] && break
+        kill -0 "$coord" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -z $port ]]; then
+        echo "the coordinator did not start:"; cat coordinator.log
+        kill "$coord" 2>/dev/null
+        return 1
+    fi
+    client[1]="https://127.0.0.1:$port"
+    # No --advertise: the default, https://<hostname>:<port>, is what the worker's
+    # certificate was made for.
+    "$worker_bin" --coordinator "https://127.0.0.1:$port" --listen 0.0.0.0:0 \
+        --cpu --cache-dir cache --token-file "$worker_token" \
+        --tls-ca certs/ca.pem --tls-cert certs/worker.pem --tls-key certs/worker.key \
+        >worker.log 2>&1 &
+    worker=$!
+    # Registered within a minute, or the job would only wait for it.
+    for _ in $(seq 120); do
+        grep -q 'registered with the coordinator' worker.log && break
+        kill -0 "$worker" 2>/dev/null || break
+        sleep 0.5
+    done
+    grep -q 'registered with the coordinator' worker.log \
+        || { echo "the worker did not register"; status=1; }
+    [[ $status -ne 0 ]] || "$coord_bin" synth --out data --train 90 --test 6 --image-size 32 >/dev/null \
+        || status=1
+    if [[ $status -eq 0 ]]; then
+        timeout 180 "$coord_bin" submit "${client[@]}" --train-csv data/Training_set.csv \
+            --train-dir data/train --test-csv data/Testing_set.csv --test-dir data/test \
+            --arch densenet-tiny --image-size 32 --epochs 1 --folds 2 --batch-size 8 --wait \
+            >submit.log 2>&1 || status=1
+    fi
+    # A client without a certificate is turned away.
+    if "$coord_bin" workers --coordinator "https://127.0.0.1:$port" --token-file token \
+        --tls-ca certs/ca.pem >/dev/null 2>&1; then
+        echo "a client without a certificate was served"; status=1
+    fi
+    kill -TERM "$worker" "$coord" 2>/dev/null
+    wait "$worker" "$coord" 2>/dev/null
+    if [[ $status -ne 0 ]]; then
+        for f in submit.log coordinator.log worker.log; do
+            echo "--- $f"; tail -n 8 "$f"
+        done
+    fi
+    return "$status"
+)
+if [[ -z $WORKER_BIN || -z $COORD_BIN ]]; then
+    skip "a job over mutual TLS" "no built binaries"
+elif ! command -v openssl >/dev/null; then
+    skip "a job over mutual TLS" "openssl is not installed"
+else
+    if [[ $ROLE_TOKENS == true ]]; then tokens="the users' and the workers' tokens"; else tokens="one token"; fi
+    check "a job over mutual TLS: serve and foldtrain-worker on 0.0.0.0, make-certs.sh certificates, $tokens" \
+        tls_cluster
 fi
 
 # The coordinator image has no library of its own: all of foldtrain's must be in its base.

@@ -5,10 +5,16 @@
 #
 #   docker build -f deploy/docker/coordinator.Dockerfile -t foldtrain-coordinator:local .
 #
-# It serves by default (`foldtrain serve` on 0.0.0.0:50051, data in /var/lib/foldtrain):
+# It serves by default (`foldtrain serve` on 0.0.0.0:50051, data in /var/lib/foldtrain).
+# Beyond loopback it refuses to start without a token and TLS (certificates from
+# deploy/tls/make-certs.sh; the coordinator's should carry 127.0.0.1 for the health check):
 #
-#   docker run -v foldtrain-data:/var/lib/foldtrain -v "$PWD/token:/run/secrets/token:ro" \
-#       -e FOLDTRAIN_TOKEN_FILE=/run/secrets/token -p 50051:50051 foldtrain-coordinator:local
+#   docker run -v foldtrain-data:/var/lib/foldtrain -v "$PWD/secrets:/run/secrets:ro" \
+#       -e FOLDTRAIN_TOKEN_FILE=/run/secrets/token \
+#       -e FOLDTRAIN_WORKER_TOKEN_FILE=/run/secrets/worker-token \
+#       -e FOLDTRAIN_TLS_CERT=/run/secrets/coordinator.pem \
+#       -e FOLDTRAIN_TLS_KEY=/run/secrets/coordinator.key \
+#       -e FOLDTRAIN_TLS_CA=/run/secrets/ca.pem -p 50051:50051 foldtrain-coordinator:local
 #
 # and is the command-line client too: `docker run ... foldtrain-coordinator:local submit ...`.
 
@@ -51,7 +57,8 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/foldtrain /usr/local/bin/foldtrain
 
 # Every flag also reads a FOLDTRAIN_* variable. The listen address is not loopback, so
-# `serve` needs a token: FOLDTRAIN_TOKEN_FILE (or --token-file), or --insecure.
+# `serve` needs a token and TLS (FOLDTRAIN_TOKEN_FILE, FOLDTRAIN_TLS_CERT, FOLDTRAIN_TLS_KEY,
+# and FOLDTRAIN_TLS_CA for mutual TLS), or --insecure.
 ENV FOLDTRAIN_LISTEN=0.0.0.0:50051 \
     FOLDTRAIN_DATA_DIR=/var/lib/foldtrain
 USER 10001:10001
@@ -60,11 +67,14 @@ WORKDIR /var/lib/foldtrain
 EXPOSE 50051 9464
 
 # Healthy when the coordinator answers a read-only RPC (the workers list) on its own port,
-# taken from FOLDTRAIN_LISTEN. The token is read from FOLDTRAIN_TOKEN_FILE, so give the
-# token through that variable rather than --token-file when relying on this check.
+# taken from FOLDTRAIN_LISTEN. The check reads the token and the TLS files from the same
+# FOLDTRAIN_* variables as the server, so give them through the variables rather than
+# flags when relying on it. With TLS it dials https://127.0.0.1, verifies the server with
+# FOLDTRAIN_TLS_CA and presents the coordinator's own certificate, which must therefore
+# carry 127.0.0.1.
 # OTEL_SDK_DISABLED keeps the probe's own client span out of the traces.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
-    CMD ["/bin/sh", "-c", "OTEL_SDK_DISABLED=true exec foldtrain workers --coordinator \"http://127.0.0.1:${FOLDTRAIN_LISTEN##*:}\" >/dev/null"]
+    CMD ["/bin/sh", "-c", "scheme=http; [ -z \"$FOLDTRAIN_TLS_CERT\" ] || scheme=https; OTEL_SDK_DISABLED=true exec foldtrain workers --coordinator \"$scheme://127.0.0.1:${FOLDTRAIN_LISTEN##*:}\" >/dev/null"]
 
 ENTRYPOINT ["foldtrain"]
 CMD ["serve"]

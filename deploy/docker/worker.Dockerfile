@@ -79,6 +79,9 @@ ENV LD_LIBRARY_PATH=/opt/foldtrain-venv/lib/python3.11/site-packages/torch/lib:/
 ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     CUDA_DEVICE_ORDER=PCI_BUS_ID
+# The listen address is not loopback, so the worker needs the workers' token and TLS
+# (FOLDTRAIN_TOKEN_FILE, FOLDTRAIN_TLS_CERT, FOLDTRAIN_TLS_KEY, FOLDTRAIN_TLS_CA), or
+# --insecure; with TLS, --advertise is an https:// URL whose host its certificate holds.
 ENV FOLDTRAIN_WORKER_LISTEN=0.0.0.0:50052 \
     FOLDTRAIN_CACHE_DIR=/var/cache/foldtrain
 USER 10001:10001
