@@ -218,6 +218,7 @@ async fn checkpoint_stream(payload: &[u8]) -> AnyResult<Duration> {
     let target = SlotTarget {
         worker: WorkerId::new("bench"),
         address: format!("http://{addr}"),
+        call_token: Default::default(),
         slot: 0,
         device_index: -1,
     };
@@ -241,7 +242,7 @@ async fn checkpoint_stream(payload: &[u8]) -> AnyResult<Duration> {
         device_index: None,
     };
     let start = Instant::now();
-    let mut events = GrpcLauncher::new(None).launch(&target, task);
+    let mut events = GrpcLauncher::new().launch(&target, task);
     let mut received = 0;
     while let Some(event) = events.next().await {
         match event? {
@@ -283,6 +284,7 @@ async fn overhead(
                 })
                 .collect(),
             hostname: "bench".into(),
+            call_token: "virtual-call-token".into(),
         })
         .await?;
     let mut config = JobConfig::default();

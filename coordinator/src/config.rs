@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use foldtrain_proto::runtime::auth::validate_token;
+use foldtrain_proto::runtime::auth::{Role, RoleTokens, validate_token};
 use foldtrain_proto::runtime::tls::{TlsFiles, exposure_problem};
 use foldtrain_proto::{CHUNK_SIZE, MAX_MESSAGE_SIZE};
 
@@ -18,8 +18,11 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Holds `state.sqlite`, `blobs/` and `jobs/`.
     pub data_dir: PathBuf,
-    /// Bearer token every RPC must carry (and that the coordinator sends to workers).
+    /// The users' bearer token: submit, watch, cancel, results, uploads.
     pub token: Option<String>,
+    /// The workers' bearer token: register, heartbeat, blob downloads. None: workers use
+    /// the users' token.
+    pub worker_token: Option<String>,
     /// The server's certificate and key (TLS), and the CA its clients' certificates
     /// must be signed by (mutual TLS); also what the coordinator presents to workers
     /// and verifies them against when it calls them.
@@ -40,6 +43,10 @@ impl std::fmt::Debug for ServeConfig {
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "worker_token",
+                &self.worker_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("tls", &self.tls)
             .field("insecure", &self.insecure)
             .field("lease", &self.lease)
@@ -55,6 +62,7 @@ impl Default for ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("foldtrain-data"),
             token: None,
+            worker_token: None,
             tls: TlsFiles::default(),
             insecure: false,
             lease: Duration::from_secs(15),
@@ -65,6 +73,17 @@ impl Default for ServeConfig {
 }
 
 impl ServeConfig {
+    /// The credentials each role of the `Coordinator` service takes: the workers' token
+    /// for workers, or the users' when there is no workers' token.
+    pub fn role_tokens(&self) -> RoleTokens {
+        RoleTokens::default()
+            .with(Role::User, self.token.as_deref())
+            .with(
+                Role::Worker,
+                self.worker_token.as_deref().or(self.token.as_deref()),
+            )
+    }
+
     /// Rejects settings that would be unsafe or could not work, saying which and why.
     pub fn validate(&self) -> Result<()> {
         if let Some(problem) = exposure_problem(
@@ -78,8 +97,25 @@ impl ServeConfig {
         self.tls
             .server()
             .map_err(|e| CoordinatorError::Config(e.to_string()))?;
-        if let Some(token) = &self.token {
+        for token in [&self.token, &self.worker_token].into_iter().flatten() {
             validate_token(token).map_err(|e| CoordinatorError::Config(e.to_string()))?;
+        }
+        match (&self.token, &self.worker_token) {
+            (None, Some(_)) => {
+                return Err(CoordinatorError::Config(
+                    "--worker-token-file needs --token-file: users would need no credential \
+                     while workers do"
+                        .into(),
+                ));
+            }
+            (Some(user), Some(worker)) if user == worker => {
+                return Err(CoordinatorError::Config(
+                    "the workers' token (--worker-token-file) must differ from the users' \
+                     (--token-file), or a worker's credential could submit jobs"
+                        .into(),
+                ));
+            }
+            _ => {}
         }
         if self.lease < Duration::from_millis(100) {
             return Err(CoordinatorError::Config(format!(
@@ -136,6 +172,50 @@ mod tests {
             "{err}"
         );
         ServeConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn workers_take_their_own_token_or_the_users() {
+        let c = ServeConfig {
+            worker_token: Some("w".into()),
+            ..ServeConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("needs --token-file")
+        );
+        let c = ServeConfig {
+            token: Some("same".into()),
+            worker_token: Some("same".into()),
+            ..ServeConfig::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("must differ")
+        );
+        let separate = ServeConfig {
+            token: Some("u".into()),
+            worker_token: Some("w".into()),
+            ..ServeConfig::default()
+        };
+        separate.validate().unwrap();
+        let tokens = separate.role_tokens();
+        tokens.check(&[Role::Worker], "Heartbeat", b"w").unwrap();
+        tokens
+            .check(&[Role::Worker], "Heartbeat", b"u")
+            .unwrap_err();
+        tokens.check(&[Role::User], "SubmitJob", b"w").unwrap_err();
+        let one = ServeConfig {
+            token: Some("u".into()),
+            ..ServeConfig::default()
+        };
+        one.role_tokens()
+            .check(&[Role::Worker], "Heartbeat", b"u")
+            .unwrap();
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub enum CoordinatorError {
     },
     #[error("missing or invalid bearer token")]
     Unauthenticated,
+    #[error(
+        "worker id {0} is held by a live registration with another call token; a worker may \
+         only renew its own registration (use another --worker-id, or wait for the lease to end)"
+    )]
+    WorkerIdTaken(WorkerId),
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
     /// Only for data read back from the data directory that does not parse or fit.
@@ -122,6 +127,7 @@ impl CoordinatorError {
             }
             Self::WorkerStream { .. } | Self::ShuttingDown => Code::Unavailable,
             Self::Unauthenticated => Code::Unauthenticated,
+            Self::WorkerIdTaken(_) => Code::PermissionDenied,
             Self::BadFoldResult { .. }
             | Self::Database(_)
             | Self::Corrupt(_)

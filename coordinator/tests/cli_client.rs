@@ -63,6 +63,7 @@ async fn submit_wait_status_and_results_through_the_binary() {
                 device_name: "cpu".into(),
             }],
             hostname: "here".into(),
+            call_token: "w1-call-token".into(),
         })
         .await
         .unwrap();

@@ -30,8 +30,10 @@ pub type Worker = WorkerClient<InterceptedService<Channel, BearerToken>>;
 /// How to start a [`Cluster`].
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// Token the coordinator and workers require (and present to each other).
+    /// The users' token the coordinator requires.
     pub token: Option<String>,
+    /// The workers' token (None: workers present the users' token).
+    pub worker_token: Option<String>,
     /// Worker lease; short, so a lost worker is noticed quickly.
     pub lease: Duration,
     pub run_options: RunOptions,
@@ -43,6 +45,7 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
             token: Some("cluster-test-token".into()),
+            worker_token: Some("cluster-worker-token".into()),
             lease: Duration::from_secs(2),
             run_options: RunOptions::default(),
             register_timeout: Duration::from_secs(30),
@@ -86,6 +89,7 @@ impl Cluster {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: root.path().join("coordinator"),
             token: options.token.clone(),
+            worker_token: options.worker_token.clone(),
             lease: options.lease,
             ..ServeConfig::default()
         };
@@ -101,7 +105,7 @@ impl Cluster {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 slots: vec![Slot::Cpu],
                 cache_dir: root.path().join(format!("worker-{i}-cache")),
-                token: options.token.clone(),
+                token: options.worker_token.clone().or(options.token.clone()),
                 worker_id: Some(format!("worker-{i}")),
                 run_options: options.run_options,
                 ..WorkerConfig::default()
@@ -172,6 +176,18 @@ impl Cluster {
         Client::connect(&url, self.token())
             .await
             .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+    }
+
+    /// The call token worker `index` registered with: the one credential it takes.
+    pub fn call_token(&self, index: usize) -> String {
+        let id = self.workers[index].worker_id();
+        self.coordinator
+            .scheduler()
+            .live_workers()
+            .into_iter()
+            .find(|w| w.id.as_str() == id)
+            .map(|w| w.call_token.as_str().to_string())
+            .unwrap_or_else(|| panic!("worker {id} is not registered"))
     }
 
     /// A client of worker `index`, presenting `token` (which may be wrong on purpose).

@@ -132,6 +132,7 @@ fn hex(bytes: &[u8]) -> String {
 /// A running receiver; it stops when dropped.
 pub struct OtlpReceiver {
     addr: SocketAddr,
+    tls: bool,
     collector: Collector,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -140,6 +141,20 @@ impl OtlpReceiver {
     /// Serves the OTLP trace service on 127.0.0.1 at a free port, on a runtime of its own
     /// so that a synchronous test can drive processes meanwhile.
     pub fn start() -> std::io::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// As [`start`](Self::start), over TLS with `tls`'s certificate, and requiring
+    /// client certificates when it names a CA, as a collector on a shared network would.
+    pub fn start_tls(tls: &foldtrain_proto::runtime::tls::TlsFiles) -> std::io::Result<Self> {
+        let config = tls
+            .server()
+            .map_err(std::io::Error::other)?
+            .ok_or_else(|| std::io::Error::other("no certificate for the receiver"))?;
+        Self::start_with(Some(config))
+    }
+
+    fn start_with(tls: Option<tonic::transport::ServerTlsConfig>) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -148,13 +163,19 @@ impl OtlpReceiver {
         let addr = listener.local_addr()?;
         let collector = Collector::default();
         let service = TraceServiceServer::new(collector.clone());
+        let secure = tls.is_some();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(std::io::Error::other)?;
+        }
         runtime.spawn(
-            tonic::transport::Server::builder()
+            builder
                 .add_service(service)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         Ok(Self {
             addr,
+            tls: secure,
             collector,
             runtime: Some(runtime),
         })
@@ -162,7 +183,8 @@ impl OtlpReceiver {
 
     /// The endpoint to put in `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Every span received so far.

@@ -50,8 +50,8 @@ async fn refusal(cluster: &Cluster, token: Option<&str>, task: pb::FoldTask) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_train_fold_calls_are_refused_clearly() {
     let cluster = Cluster::start(1, ClusterOptions::default()).await;
-    let token = cluster.token().map(String::from);
-    let token = token.as_deref();
+    let call_token = cluster.call_token(0);
+    let token = Some(call_token.as_str());
 
     let mut empty_job = pb::FoldTask::from(&task());
     empty_job.job_id.clear();
@@ -76,7 +76,14 @@ async fn bad_train_fold_calls_are_refused_clearly() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("resume_blob"), "{status:?}");
 
-    for wrong in [Some("not-the-token"), None] {
+    // Only the coordinator this worker registered with may call it: not a guess, not
+    // nothing, and not the users' or the workers' tokens either.
+    for wrong in [
+        Some("not-the-token"),
+        None,
+        cluster.token(),
+        Some("cluster-worker-token"),
+    ] {
         let status = refusal(&cluster, wrong, pb::FoldTask::from(&task())).await;
         assert_eq!(
             status.code(),
@@ -100,7 +107,7 @@ async fn bad_train_fold_calls_are_refused_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_whose_images_the_coordinator_lacks_fails_naming_one() {
     let cluster = Cluster::start(1, ClusterOptions::default()).await;
-    let mut worker = cluster.worker_client(0, cluster.token()).await;
+    let mut worker = cluster.worker_client(0, Some(&cluster.call_token(0))).await;
     let mut stream = worker
         .train_fold(pb::FoldTask::from(&task()))
         .await

@@ -285,7 +285,7 @@ async fn a_worker_stops_training_when_the_caller_drops_the_stream() {
         resume: None,
         device_index: None,
     };
-    let mut worker = cluster.worker_client(0, cluster.token()).await;
+    let mut worker = cluster.worker_client(0, Some(&cluster.call_token(0))).await;
     let mut stream = worker
         .train_fold(pb::FoldTask::from(&task))
         .await

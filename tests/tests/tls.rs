@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use foldtrain_proto::runtime::test_util::TestPki;
+use foldtrain_proto::runtime::tls::TlsFiles;
 use foldtrain_tests::binary;
+use foldtrain_tests::otlp_receiver::OtlpReceiver;
 use foldtrain_tests::procs::{Process, ok, run, synth, tiny_job, wait_workers_with};
 
 /// `--tls-cert`, `--tls-key` and `--tls-ca` for `name`'s certificate.
@@ -64,13 +66,21 @@ fn a_job_runs_over_mutual_tls_and_strangers_are_refused() {
             "alice=alice",
         ],
     );
+    let pki = TlsDir(pki_dir);
     // A second authority, whose certificates the cluster must not accept.
     let rogue_dir = dir.path().join("rogue");
     TestPki::make(&rogue_dir, &["mallory=127.0.0.1"]);
-    let (pki, rogue) = (TlsDir(pki_dir), TlsDir(rogue_dir));
+    let rogue = TlsDir(rogue_dir);
     let token = dir.path().join("token");
     std::fs::write(&token, "tls-test-token\n").unwrap();
     let dataset = synth(&dir.path().join("data"), 48, 4, 24, 2);
+    // A collector that itself requires client certificates: spans travel encrypted too.
+    let collector = OtlpReceiver::start_tls(&TlsFiles {
+        cert: Some(pki.0.join("coordinator.pem")),
+        key: Some(pki.0.join("coordinator.key")),
+        ca: Some(pki.0.join("ca.pem")),
+    })
+    .unwrap();
 
     let (_serve, line) = Process::start(
         Command::new(binary("foldtrain"))
@@ -83,7 +93,18 @@ fn a_job_runs_over_mutual_tls_and_strangers_are_refused() {
                 "--token-file",
                 token.to_str().unwrap(),
             ])
-            .args(tls_flags(&pki, "coordinator")),
+            .args(tls_flags(&pki, "coordinator"))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.0.join("ca.pem"))
+            .env(
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                pki.0.join("coordinator.pem"),
+            )
+            .env(
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                pki.0.join("coordinator.key"),
+            )
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200"),
         &dir.path().join("coordinator.log"),
         "listening on",
     );
@@ -135,6 +156,18 @@ fn a_job_runs_over_mutual_tls_and_strangers_are_refused() {
     ));
     let predictions = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
     assert_eq!(predictions.lines().count(), 5, "{predictions}");
+    let spans = collector.wait_for(Duration::from_secs(20), |spans| {
+        spans
+            .iter()
+            .any(|s| s.name == "job" && s.attr_text("job") == job)
+    });
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "job" && s.attr_text("job") == job),
+        "the job's span never reached the TLS collector ({} spans)",
+        spans.len()
+    );
 
     // Cleartext to the TLS port.
     let plain = url.replace("https://", "http://");

@@ -127,18 +127,7 @@ async fn predict_locally(args: PredictArgs, model: ModelDir, images: Vec<Entry>)
         .scheduler()
         .live_workers()
         .into_iter()
-        .flat_map(|w| {
-            w.slots
-                .iter()
-                .enumerate()
-                .map(|(slot, s)| SlotTarget {
-                    worker: w.id.clone(),
-                    address: w.address.clone(),
-                    slot,
-                    device_index: s.device_index,
-                })
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|w| w.targets())
         .collect();
     let template = ShardTask {
         run_id: format!("predict-{}", std::process::id()),
@@ -165,7 +154,7 @@ async fn predict_locally(args: PredictArgs, model: ModelDir, images: Vec<Entry>)
     let mut store = ShardStore::new(cluster.state_dir.join("shards"), model.class_names.len());
     let bar = progress_bar(draw, total, options.done.clone());
     let scoring = Instant::now();
-    let runner = Arc::new(GrpcShardRunner::new(None));
+    let runner = Arc::new(GrpcShardRunner::default());
     let outcome = tokio::select! {
         outcome = dispatch(runner, slots, shards.clone(), &options, &mut store) => outcome,
         _ = tokio::signal::ctrl_c() => {

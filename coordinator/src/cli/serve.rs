@@ -24,9 +24,13 @@ pub struct ServeArgs {
     /// Directory holding the job database, blobs and results.
     #[arg(long, env = "FOLDTRAIN_DATA_DIR", default_value = "foldtrain-data")]
     pub data_dir: PathBuf,
-    /// File holding the bearer token every client and worker must present.
+    /// File holding the users' bearer token: submit, status, watch, cancel, results.
     #[arg(long, env = "FOLDTRAIN_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// File holding the workers' bearer token: register, heartbeat, blob downloads.
+    /// Unset: workers present the users' token, and so could submit jobs.
+    #[arg(long, env = "FOLDTRAIN_WORKER_TOKEN_FILE", value_name = "F")]
+    pub worker_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Accept cleartext or unauthenticated requests on a non-loopback address.
@@ -49,10 +53,16 @@ impl ServeArgs {
             .as_deref()
             .map(read_token_file)
             .transpose()?;
+        let worker_token = self
+            .worker_token_file
+            .as_deref()
+            .map(read_token_file)
+            .transpose()?;
         let config = ServeConfig {
             listen: self.listen,
             data_dir: self.data_dir,
             token,
+            worker_token,
             tls: self.tls.files(),
             insecure: self.insecure,
             lease: Duration::from_millis(self.lease_ms),

@@ -62,6 +62,7 @@ async fn register_worker(client: &Client) {
                 device_name: "virtual".into(),
             }],
             hostname: "here".into(),
+            call_token: "w1-call-token".into(),
         })
         .await
         .unwrap();

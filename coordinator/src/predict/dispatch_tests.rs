@@ -58,6 +58,7 @@ fn shards(images: usize, shard_size: usize) -> Vec<ShardTask> {
 fn slots(n: usize) -> Vec<SlotTarget> {
     (0..n)
         .map(|i| SlotTarget {
+            call_token: Default::default(),
             worker: WorkerId::new(format!("w{i}")),
             address: format!("127.0.0.1:{i}"),
             slot: i,

@@ -8,19 +8,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use super::dispatch::{RowOutcome, ShardFailure, ShardRunner, ShardUpdate, ShardUpdates};
-use crate::scheduler::{GrpcLauncher, SlotTarget};
+use crate::scheduler::{CallToken, GrpcLauncher, SlotTarget, authorize};
 
-/// Runs shards on workers over gRPC, with the launcher's connection settings and token.
-#[derive(Debug, Clone)]
+/// Runs shards on workers over gRPC, with the launcher's connection settings, presenting
+/// each worker's call token.
+#[derive(Debug, Clone, Default)]
 pub struct GrpcShardRunner {
     launcher: GrpcLauncher,
 }
 
 impl GrpcShardRunner {
-    pub fn new(token: Option<String>) -> Self {
-        Self {
-            launcher: GrpcLauncher::new(token),
-        }
+    pub fn new(launcher: GrpcLauncher) -> Self {
+        Self { launcher }
     }
 }
 
@@ -30,8 +29,9 @@ impl ShardRunner for GrpcShardRunner {
         let (tx, rx) = mpsc::channel(8);
         let launcher = self.launcher.clone();
         let address = slot.address.clone();
+        let call_token = slot.call_token.clone();
         tokio::spawn(async move {
-            if let Err(failure) = pump(&launcher, &address, &task, &tx).await {
+            if let Err(failure) = pump(&launcher, &address, &call_token, &task, &tx).await {
                 let _ = tx.send(Err(failure)).await;
             }
         });
@@ -42,11 +42,12 @@ impl ShardRunner for GrpcShardRunner {
 async fn pump(
     launcher: &GrpcLauncher,
     address: &str,
+    call_token: &CallToken,
     task: &ShardTask,
     tx: &mpsc::Sender<Result<ShardUpdate, ShardFailure>>,
 ) -> Result<(), ShardFailure> {
     let mut request = tonic::Request::new(pb::ShardTask::from(task));
-    launcher.authorize(&mut request).map_err(|e| ShardFailure {
+    authorize(&mut request, call_token).map_err(|e| ShardFailure {
         message: e.to_string(),
         retryable: false,
         lost: false,

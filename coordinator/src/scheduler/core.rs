@@ -11,9 +11,9 @@ use tracing::{info, info_span, warn};
 use super::attempt::AttemptRunner;
 use super::finalize::Finalizer;
 use super::job_spec::JobSpec;
-use super::launcher::FoldLauncher;
+use super::launcher::{CallToken, FoldLauncher};
 use super::metrics::{CoordinatorMetrics, LiveGauges};
-use super::registry::LiveWorker;
+use super::registry::{LiveWorker, Registration};
 use super::state::{FoldLive, FoldRuntime, JobRuntime, State, StopReason};
 use super::workers::WorkerRegistry;
 use crate::error::{CoordinatorError, Result, run_blocking};
@@ -127,18 +127,8 @@ impl Scheduler {
     }
 
     /// Registers (or re-registers) a worker and its slots; returns the lease it must renew.
-    pub async fn register_worker(
-        &self,
-        id: WorkerId,
-        address: String,
-        hostname: String,
-        slots: Vec<(i32, String)>,
-    ) -> Result<Duration> {
-        let lease = self
-            .inner
-            .workers
-            .register(id, address, hostname, slots)
-            .await?;
+    pub async fn register_worker(&self, registration: Registration) -> Result<Duration> {
+        let lease = self.inner.workers.register(registration).await?;
         self.dispatch();
         Ok(lease)
     }
@@ -146,8 +136,17 @@ impl Scheduler {
     /// Renews a worker's lease; false when the worker is unknown and must register. A
     /// draining worker keeps its lease (its folds are still handing back) but gets no new
     /// fold.
-    pub async fn heartbeat(&self, id: &WorkerId, draining: bool) -> Result<bool> {
-        let beat = self.inner.workers.heartbeat(id, draining).await?;
+    pub async fn heartbeat(
+        &self,
+        id: &WorkerId,
+        call_token: &CallToken,
+        draining: bool,
+    ) -> Result<bool> {
+        let beat = self
+            .inner
+            .workers
+            .heartbeat(id, call_token, draining)
+            .await?;
         if beat.cleared {
             // The worker is alive after all: its free slots take folds again.
             self.dispatch();

@@ -1,7 +1,6 @@
 //! The real launcher: calls `Worker.TrainFold` over gRPC and turns the chunked wire
 //! events back into whole domain events.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use foldtrain_proto::FailureCause;
@@ -18,7 +17,7 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::Instrument;
 
-use super::launcher::{FoldEventStream, FoldLauncher, SlotTarget};
+use super::launcher::{CallToken, FoldEventStream, FoldLauncher, SlotTarget};
 use crate::error::{CoordinatorError, Result};
 
 /// Resume checkpoints up to this size travel inside the task; larger ones are named by
@@ -28,7 +27,6 @@ pub const INLINE_RESUME_LIMIT: usize = 16 * 1024 * 1024;
 /// Launches attempts on workers over gRPC.
 #[derive(Debug, Clone)]
 pub struct GrpcLauncher {
-    token: Option<Arc<str>>,
     /// How to verify workers and what to present to them; None: cleartext only.
     tls: Option<ClientTlsConfig>,
     max_message_size: usize,
@@ -36,10 +34,9 @@ pub struct GrpcLauncher {
 }
 
 impl GrpcLauncher {
-    /// A launcher that authenticates to workers with `token`, when given.
-    pub fn new(token: Option<String>) -> Self {
+    /// A launcher that calls workers in cleartext, presenting each worker's call token.
+    pub fn new() -> Self {
         Self {
-            token: token.map(Arc::from),
             tls: None,
             max_message_size: MAX_MESSAGE_SIZE,
             connect_timeout: Duration::from_secs(10),
@@ -91,9 +88,10 @@ impl FoldLauncher for GrpcLauncher {
         let (tx, rx) = mpsc::channel(8);
         let launcher = self.clone();
         let address = target.address.clone();
+        let call_token = target.call_token.clone();
         tokio::spawn(
             async move {
-                let result = match launcher.authorize(&mut request) {
+                let result = match authorize(&mut request, &call_token) {
                     Ok(()) => launcher.pump(&address, request, &expected, &tx).await,
                     Err(e) => Err(e),
                 };
@@ -107,20 +105,29 @@ impl FoldLauncher for GrpcLauncher {
     }
 }
 
-impl GrpcLauncher {
-    /// Adds the bearer token, when there is one, to a request for a worker.
-    pub(crate) fn authorize<T>(&self, request: &mut tonic::Request<T>) -> Result<()> {
-        if let Some(token) = &self.token {
-            let value = format!("Bearer {token}").parse().map_err(|_| {
-                CoordinatorError::Config(
-                    "the token contains characters not allowed in a header".into(),
-                )
-            })?;
-            request.metadata_mut().insert("authorization", value);
-        }
-        Ok(())
+/// Adds the worker's call token to a request for it: the one credential it accepts.
+pub(crate) fn authorize<T>(request: &mut tonic::Request<T>, call_token: &CallToken) -> Result<()> {
+    if call_token.as_str().is_empty() {
+        return Ok(());
     }
+    let value = format!("Bearer {}", call_token.as_str())
+        .parse()
+        .map_err(|_| {
+            CoordinatorError::InvalidArgument(
+                "a worker's call token contains characters not allowed in a header".into(),
+            )
+        })?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(())
+}
 
+impl Default for GrpcLauncher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GrpcLauncher {
     /// A client of the worker at `address` (`host:port` or a URL); the error says why not.
     pub(crate) async fn connect(
         &self,

@@ -20,6 +20,7 @@ use tracing_subscriber::layer::SubscriberExt;
 
 use super::*;
 use crate::error::CoordinatorError;
+use crate::scheduler::CallToken;
 
 #[derive(Clone, Copy)]
 enum Mode {
@@ -151,6 +152,7 @@ fn target(address: String) -> SlotTarget {
     SlotTarget {
         worker: WorkerId::new("fake"),
         address,
+        call_token: CallToken::new("tok"),
         slot: 0,
         device_index: 0,
     }
@@ -172,7 +174,7 @@ async fn events_arrive_whole_with_auth_and_trace_context() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let (address, seen) = fake_worker(Mode::Honest).await;
-    let launcher = GrpcLauncher::new(Some("tok".into()));
+    let launcher = GrpcLauncher::new();
     let span = tracing::info_span!("fold_attempt");
     let trace_id = span.context().span().span_context().trace_id();
     let stream = span.in_scope(|| launcher.launch(&target(address), task()));
@@ -198,7 +200,7 @@ async fn events_arrive_whole_with_auth_and_trace_context() {
 #[tokio::test]
 async fn events_of_another_attempt_are_rejected() {
     let (address, _) = fake_worker(Mode::WrongAttempt).await;
-    let events = collect(GrpcLauncher::new(None).launch(&target(address), task())).await;
+    let events = collect(GrpcLauncher::new().launch(&target(address), task())).await;
     assert_eq!(events.len(), 1);
     let err = events.into_iter().next().unwrap().unwrap_err();
     assert!(
@@ -216,7 +218,7 @@ async fn events_of_another_attempt_are_rejected() {
 #[tokio::test]
 async fn a_refused_task_is_a_permanent_failure() {
     let (address, _) = fake_worker(Mode::Refuse).await;
-    let events = collect(GrpcLauncher::new(None).launch(&target(address), task())).await;
+    let events = collect(GrpcLauncher::new().launch(&target(address), task())).await;
     match &events[..] {
         [Ok(FoldEvent::Failed(f))] => {
             assert!(!f.retryable());
@@ -234,7 +236,7 @@ async fn an_unreachable_worker_is_lost_not_failed() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let events = collect(GrpcLauncher::new(None).launch(&target(address), task())).await;
+    let events = collect(GrpcLauncher::new().launch(&target(address), task())).await;
     let err = events.into_iter().next().unwrap().unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert!(

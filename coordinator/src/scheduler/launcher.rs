@@ -6,12 +6,35 @@ use futures::stream::BoxStream;
 
 use crate::error::CoordinatorError;
 
+/// The secret a worker made when it registered: the coordinator presents it when it
+/// calls that worker, and the worker takes calls from no one else. Never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CallToken(std::sync::Arc<str>);
+
+impl CallToken {
+    pub fn new(token: impl Into<std::sync::Arc<str>>) -> Self {
+        Self(token.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CallToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallToken(<redacted>)")
+    }
+}
+
 /// One slot of one worker: where an attempt runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotTarget {
     pub worker: WorkerId,
     /// The worker's advertised gRPC address (e.g. `http://10.0.0.7:50052`).
     pub address: String,
+    /// What to present when calling the worker.
+    pub call_token: CallToken,
     /// Position of the slot in the worker's registration.
     pub slot: usize,
     /// GPU index on the worker, or -1 for its CPU.
@@ -45,6 +68,7 @@ mod tests {
     #[test]
     fn slot_devices_are_named_as_operators_name_them() {
         let slot = |device_index| SlotTarget {
+            call_token: CallToken::default(),
             worker: WorkerId::new("w".to_string()),
             address: "http://127.0.0.1:1".into(),
             slot: 0,

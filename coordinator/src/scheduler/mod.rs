@@ -24,9 +24,10 @@ mod tests;
 
 pub use core::{JobEvent, Scheduler, SchedulerOptions};
 pub use grpc_launcher::GrpcLauncher;
+pub(crate) use grpc_launcher::authorize;
 pub use job_spec::{ClientSeconds, JobSpec, assign_folds, fold_task};
-pub use launcher::{FoldEventStream, FoldLauncher, SlotTarget};
+pub use launcher::{CallToken, FoldEventStream, FoldLauncher, SlotTarget};
 pub use metrics::{CoordinatorMetrics, Direction, LiveGauges};
-pub use registry::{LiveWorker, Slot};
+pub use registry::{LiveWorker, Registration, Slot};
 pub use state::FoldLive;
 pub use virtual_worker::{VirtualBehaviour, VirtualLaunch, VirtualLauncher};

@@ -68,15 +68,25 @@ fn spec(h: &Harness, prefix: &str, train: usize, folds: u32, epochs: u32) -> Job
     }
 }
 
+/// The call token virtual worker `id` registers with.
+fn call_token(id: &str) -> CallToken {
+    CallToken::new(format!("token-of-{id}"))
+}
+
+/// Virtual worker `id` with `slots` GPUs.
+fn registration(id: &str, slots: i32) -> Registration {
+    Registration {
+        id: WorkerId::new(id),
+        address: format!("virtual://{id}"),
+        call_token: call_token(id),
+        hostname: id.into(),
+        slots: (0..slots).map(|i| (i, format!("gpu{i}"))).collect(),
+    }
+}
+
 async fn register(h: &Harness, id: &str, slots: i32) {
-    let slots = (0..slots).map(|i| (i, format!("gpu{i}"))).collect();
     h.scheduler
-        .register_worker(
-            WorkerId::new(id),
-            format!("virtual://{id}"),
-            id.into(),
-            slots,
-        )
+        .register_worker(registration(id, slots))
         .await
         .unwrap();
 }
@@ -300,7 +310,9 @@ async fn a_broken_stream_is_retried() {
     let scheduler = h.scheduler.clone();
     let beats = tokio::spawn(async move {
         loop {
-            let _ = scheduler.heartbeat(&WorkerId::new("w1"), false).await;
+            let _ = scheduler
+                .heartbeat(&WorkerId::new("w1"), &call_token("w1"), false)
+                .await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
@@ -421,14 +433,14 @@ async fn a_lost_workers_attempt_goes_stale_and_the_fold_moves_on() {
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert!(
         h.scheduler
-            .heartbeat(&WorkerId::new("w2"), false)
+            .heartbeat(&WorkerId::new("w2"), &call_token("w2"), false)
             .await
             .unwrap()
     );
     h.scheduler.expire_leases();
     assert!(
         !h.scheduler
-            .heartbeat(&WorkerId::new("w1"), false)
+            .heartbeat(&WorkerId::new("w1"), &call_token("w1"), false)
             .await
             .unwrap()
     );
@@ -539,12 +551,10 @@ async fn unfinished_jobs_resume_after_a_restart() {
     .await
     .unwrap();
     scheduler
-        .register_worker(
-            WorkerId::new("w"),
-            "virtual://w".into(),
-            "w".into(),
-            vec![(-1, "cpu".into())],
-        )
+        .register_worker(Registration {
+            slots: vec![(-1, "cpu".into())],
+            ..registration("w", 0)
+        })
         .await
         .unwrap();
     let state = tokio::time::timeout(Duration::from_secs(20), scheduler.wait_job(&job))

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use foldtrain_proto::{AttemptId, WorkerId};
 use tracing::info;
 
-use super::launcher::SlotTarget;
-use super::registry::{LiveWorker, Registry};
+use super::launcher::{CallToken, SlotTarget};
+use super::registry::{LiveWorker, Registration, Registry};
 use crate::error::{CoordinatorError, Result};
 use crate::store::{self, Store, WorkerRecord, now_ms};
 
@@ -56,19 +56,29 @@ impl WorkerRegistry {
     }
 
     /// Registers (or re-registers) a worker and its slots; returns the lease it must renew.
-    pub async fn register(
-        &self,
-        id: WorkerId,
-        address: String,
-        hostname: String,
-        slots: Vec<(i32, String)>,
-    ) -> Result<Duration> {
+    pub async fn register(&self, registration: Registration) -> Result<Duration> {
+        let Registration {
+            id,
+            address,
+            hostname,
+            slots,
+            ..
+        } = registration.clone();
         if slots.is_empty() {
             return Err(CoordinatorError::invalid(format!(
                 "worker {id} registered without slots"
             )));
         }
+        if registration.call_token.as_str().is_empty() {
+            return Err(CoordinatorError::invalid(format!(
+                "worker {id} registered without a call token"
+            )));
+        }
         let now = now_ms();
+        // Checked before anything is stored, so a refused registration changes nothing.
+        if !self.live().may_register(&registration) {
+            return Err(CoordinatorError::WorkerIdTaken(id));
+        }
         let record = WorkerRecord {
             id: id.clone(),
             address: address.clone(),
@@ -83,18 +93,24 @@ impl WorkerRegistry {
             .await?;
         info!(worker = %id, %address, slots = slots.len(), "worker registered");
         self.live()
-            .register(id, address, hostname, slots, self.lease, now);
+            .register(registration, self.lease, now)
+            .map_err(|_| CoordinatorError::WorkerIdTaken(id))?;
         Ok(self.lease)
     }
 
     /// Renews a worker's lease and records when it was last seen, and whether it is
     /// draining (then it gets no new fold).
-    pub async fn heartbeat(&self, id: &WorkerId, draining: bool) -> Result<Heartbeat> {
+    pub async fn heartbeat(
+        &self,
+        id: &WorkerId,
+        call_token: &CallToken,
+        draining: bool,
+    ) -> Result<Heartbeat> {
         let now = now_ms();
         let beat = {
             let mut live = self.live();
             let suspect = live.is_suspect(id);
-            let known = live.heartbeat(id, self.lease, now, draining);
+            let known = live.heartbeat(id, call_token, self.lease, now, draining);
             Heartbeat {
                 known,
                 cleared: suspect && known,
@@ -170,12 +186,13 @@ mod tests {
         let gpus = vec![(0, "H200".to_string()), (1, "H200".to_string())];
         let id = WorkerId::new("gpu-box");
         let lease = workers
-            .register(
-                id.clone(),
-                "http://10.0.0.7:50052".into(),
-                "box".into(),
-                gpus,
-            )
+            .register(Registration {
+                id: id.clone(),
+                address: "http://10.0.0.7:50052".into(),
+                call_token: CallToken::new("t"),
+                hostname: "box".into(),
+                slots: gpus,
+            })
             .await
             .unwrap();
         assert_eq!(lease, Duration::from_secs(60));
@@ -206,18 +223,20 @@ mod tests {
     async fn heartbeats_clear_suspicion_and_unknown_workers_must_register() {
         let (_dir, workers) = registry(Duration::from_millis(50));
         let id = WorkerId::new("w1");
+        let token = CallToken::new("t1");
         workers
-            .register(
-                id.clone(),
-                "http://w1:1".into(),
-                "w1".into(),
-                vec![(-1, "cpu".into())],
-            )
+            .register(Registration {
+                id: id.clone(),
+                address: "http://w1:1".into(),
+                call_token: token.clone(),
+                hostname: "w1".into(),
+                slots: vec![(-1, "cpu".into())],
+            })
             .await
             .unwrap();
         workers.suspect(&id);
         assert!(!workers.has_free_slot());
-        let beat = workers.heartbeat(&id, false).await.unwrap();
+        let beat = workers.heartbeat(&id, &token, false).await.unwrap();
         assert_eq!((beat.known, beat.cleared), (true, true));
         assert!(workers.has_free_slot());
         let held = workers.claim_slot(AttemptId(9)).unwrap();
@@ -225,7 +244,7 @@ mod tests {
         let expired = workers.expire(Instant::now() + Duration::from_secs(1));
         assert_eq!(expired, vec![(id.clone(), vec![AttemptId(9)])]);
         assert!(workers.workers().is_empty());
-        let beat = workers.heartbeat(&id, false).await.unwrap();
+        let beat = workers.heartbeat(&id, &token, false).await.unwrap();
         assert_eq!((beat.known, beat.cleared), (false, false));
         // Releasing a slot of a worker that is gone is harmless.
         workers.release(&held, AttemptId(9));
@@ -235,12 +254,13 @@ mod tests {
     async fn a_worker_without_slots_is_refused_by_name() {
         let (_dir, workers) = registry(Duration::from_secs(1));
         let err = workers
-            .register(
-                WorkerId::new("empty"),
-                "http://e:1".into(),
-                "e".into(),
-                vec![],
-            )
+            .register(Registration {
+                id: WorkerId::new("empty"),
+                address: "http://e:1".into(),
+                call_token: CallToken::new("t"),
+                hostname: "e".into(),
+                slots: vec![],
+            })
             .await
             .unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");

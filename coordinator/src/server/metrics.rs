@@ -54,7 +54,7 @@ mod tests {
     use foldtrain_proto::{ImageRef, JobConfig, WorkerId};
 
     use crate::config::ServeConfig;
-    use crate::scheduler::{JobSpec, VirtualBehaviour, VirtualLauncher};
+    use crate::scheduler::{CallToken, JobSpec, Registration, VirtualBehaviour, VirtualLauncher};
     use crate::server::start_with_launcher;
     use crate::store::JobState;
     use foldtrain_proto::FailureCause;
@@ -147,19 +147,22 @@ mod tests {
         assert_eq!(value(&queued, r#"foldtrain_folds{state="queued"}"#), 3.0);
 
         scheduler
-            .register_worker(
-                WorkerId::new("w1"),
-                "virtual://w1".into(),
-                "here".into(),
-                vec![(0, "gpu0".into())],
-            )
+            .register_worker(Registration {
+                id: WorkerId::new("w1"),
+                address: "virtual://w1".into(),
+                call_token: CallToken::new("t1"),
+                hostname: "here".into(),
+                slots: vec![(0, "gpu0".into())],
+            })
             .await
             .unwrap();
         // The worker stays alive and heartbeats, so the fold whose stream broke returns to it.
         let beating = scheduler.clone();
         let beats = tokio::spawn(async move {
             loop {
-                let _ = beating.heartbeat(&WorkerId::new("w1"), false).await;
+                let _ = beating
+                    .heartbeat(&WorkerId::new("w1"), &CallToken::new("t1"), false)
+                    .await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });

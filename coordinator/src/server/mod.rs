@@ -13,7 +13,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-pub use auth::BearerAuth;
+pub use auth::{Role, RoleGate, RoleTokens};
 pub use metrics::serve_coordinator_metrics;
 pub use service::CoordinatorService;
 pub use start::{ServerHandle, start, start_with_launcher};

@@ -15,7 +15,7 @@ use tracing::{Instrument, field, info_span};
 
 use super::{artifacts, blobs, convert, metrics, status};
 use crate::error::CoordinatorError;
-use crate::scheduler::{Direction, Scheduler};
+use crate::scheduler::{CallToken, Direction, Registration, Scheduler};
 use crate::store;
 
 type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -203,15 +203,21 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         if r.address.is_empty() {
             return Err(ProtoError::MissingField("address").into());
         }
-        let slots = r
-            .slots
-            .into_iter()
-            .map(|s| (s.device_index, s.device_name))
-            .collect();
-        let lease = self
-            .scheduler
-            .register_worker(WorkerId::new(r.worker_id), r.address, r.hostname, slots)
-            .await?;
+        if r.call_token.is_empty() {
+            return Err(ProtoError::MissingField("call_token").into());
+        }
+        let registration = Registration {
+            id: WorkerId::new(r.worker_id),
+            address: r.address,
+            call_token: CallToken::new(r.call_token),
+            hostname: r.hostname,
+            slots: r
+                .slots
+                .into_iter()
+                .map(|s| (s.device_index, s.device_name))
+                .collect(),
+        };
+        let lease = self.scheduler.register_worker(registration).await?;
         Ok(Response::new(pb::RegisterWorkerResponse {
             lease_ms: lease.as_millis() as u64,
         }))
@@ -227,7 +233,11 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         }
         let known = self
             .scheduler
-            .heartbeat(&WorkerId::new(r.worker_id), r.draining)
+            .heartbeat(
+                &WorkerId::new(r.worker_id),
+                &CallToken::new(r.call_token),
+                r.draining,
+            )
             .await?;
         Ok(Response::new(pb::HeartbeatResponse { known }))
     }

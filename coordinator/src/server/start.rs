@@ -11,12 +11,11 @@ use foldtrain_proto::runtime::metrics_http::MetricsServer;
 use foldtrain_proto::{CONNECTION_WINDOW, STREAM_WINDOW};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tracing::info;
+use tracing::{info, warn};
 
-use super::auth::BearerAuth;
+use super::auth::{RoleGate, coordinator_policy};
 use super::metrics::serve_coordinator_metrics;
 use super::service::CoordinatorService;
 use crate::config::ServeConfig;
@@ -76,7 +75,7 @@ pub async fn start(
         .tls
         .client()
         .map_err(|e| CoordinatorError::Config(e.to_string()))?;
-    let launcher = GrpcLauncher::new(config.token.clone())
+    let launcher = GrpcLauncher::new()
         .with_tls(worker_tls)
         .with_max_message_size(config.max_message_size);
     start_with_launcher(config, Arc::new(launcher), shutdown).await
@@ -112,8 +111,14 @@ pub async fn start_with_launcher(
     let service = CoordinatorServer::new(CoordinatorService::new(scheduler.clone()))
         .max_decoding_message_size(config.max_message_size)
         .max_encoding_message_size(config.max_message_size);
-    let service = InterceptedService::new(service, BearerAuth::new(config.token.as_deref()));
-    // Probes ask without a token: the health service stays outside the bearer check.
+    if config.token.is_some() && config.worker_token.is_none() {
+        warn!(
+            "one token for users and workers: a worker's credential can submit jobs; give workers \
+             their own with --worker-token-file"
+        );
+    }
+    let service = RoleGate::new(service, config.role_tokens(), coordinator_policy);
+    // Probes ask without a token: the health service stays outside the role check.
     let (health, health_service) = Health::new::<CoordinatorServer<CoordinatorService>>().await;
     health.set(true).await;
     // The metrics endpoint stops when the gRPC server does, whichever way that happens.

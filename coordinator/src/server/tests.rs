@@ -329,6 +329,7 @@ async fn a_job_runs_from_upload_to_downloaded_results() {
             device_name: "virtual".into(),
         }],
         hostname: "here".into(),
+        call_token: "w1-call-token".into(),
     })
     .await
     .unwrap();
@@ -405,6 +406,7 @@ async fn a_job_runs_from_upload_to_downloaded_results() {
             worker_id: "stranger".into(),
             busy_slots: 0,
             draining: false,
+            call_token: "stranger-token".into(),
         })
         .await
         .unwrap()

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -72,6 +72,22 @@ impl TelemetryEnv {
             .or_else(|| self.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     }
 
+    /// TLS for the OTLP exporter from the standard variables: the CA
+    /// (`OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`) and, for collectors that require one,
+    /// a client certificate and key (`..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`).
+    pub fn otlp_tls(&self) -> crate::runtime::tls::TlsFiles {
+        let file = |name: &str| {
+            self.get(&format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+                .or_else(|| self.get(&format!("OTEL_EXPORTER_OTLP_{name}")))
+                .map(std::path::PathBuf::from)
+        };
+        crate::runtime::tls::TlsFiles {
+            cert: file("CLIENT_CERTIFICATE"),
+            key: file("CLIENT_KEY"),
+            ca: file("CERTIFICATE"),
+        }
+    }
+
     fn log_filter(&self) -> EnvFilter {
         EnvFilter::try_new(self.get("RUST_LOG").unwrap_or("info")).unwrap_or_else(|e| {
             eprintln!("warning: ignoring RUST_LOG: {e}");
@@ -131,7 +147,7 @@ pub fn init_telemetry_with(service_name: &str, env: &TelemetryEnv) -> TelemetryG
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let service_name = env.service_name(service_name);
     let exporter = env.otlp_traces_endpoint().and_then(|endpoint| {
-        match tracer_provider(&service_name, endpoint) {
+        match tracer_provider(&service_name, endpoint, &env.otlp_tls()) {
             Ok(exporter) => Some(exporter),
             Err(e) => {
                 eprintln!("warning: OTLP export to {endpoint} disabled: {e}");
@@ -175,7 +191,11 @@ pub fn mark_span_failed(span: &tracing::Span, message: impl std::fmt::Display) {
 fn tracer_provider(
     service_name: &str,
     endpoint: &str,
+    tls: &crate::runtime::tls::TlsFiles,
 ) -> Result<(SdkTracerProvider, tokio::runtime::Runtime), String> {
+    let tls = tls
+        .client()
+        .map_err(|e| format!("OTEL_EXPORTER_OTLP_* TLS files: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("otlp-export")
@@ -184,11 +204,13 @@ fn tracer_provider(
         .map_err(|e| format!("starting the exporter's runtime: {e}"))?;
     let exporter = {
         let _entered = runtime.enter();
-        opentelemetry_otlp::SpanExporter::builder()
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .with_endpoint(endpoint)
-            .build()
-            .map_err(|e| e.to_string())?
+            .with_endpoint(endpoint);
+        if let Some(tls) = tls {
+            builder = builder.with_tls_config(tls);
+        }
+        builder.build().map_err(|e| e.to_string())?
     };
     let resource = Resource::builder()
         .with_service_name(service_name.to_string())
@@ -207,6 +229,7 @@ mod tests {
     #[test]
     fn export_is_off_unless_an_endpoint_is_set() {
         assert_eq!(TelemetryEnv::default().otlp_traces_endpoint(), None);
+        assert!(TelemetryEnv::default().otlp_tls().is_empty());
         let env =
             TelemetryEnv::default().with("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
         assert_eq!(env.otlp_traces_endpoint(), Some("http://127.0.0.1:4317"));

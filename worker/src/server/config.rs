@@ -28,7 +28,8 @@ pub struct WorkerConfig {
     pub slots: Vec<Slot>,
     /// Downloaded images, one file per blob named by its BLAKE3 hex hash.
     pub cache_dir: PathBuf,
-    /// Bearer token: required on incoming calls and sent to the coordinator.
+    /// Bearer token presented to the coordinator (its workers' token). Calls to this
+    /// worker need the call token it made for its registration instead.
     pub token: Option<String>,
     /// The worker's certificate and key (its server identity, and its client identity
     /// towards the coordinator), and the CA both sides' certificates are signed by.

@@ -77,6 +77,7 @@ async fn heartbeat_until_forgotten(
             worker_id: shared.worker_id.clone(),
             busy_slots: shared.slots.busy() as u32,
             draining: shared.is_draining(),
+            call_token: shared.call_token.clone(),
         };
         match client.heartbeat(request).await {
             Ok(response) if response.get_ref().known => {}

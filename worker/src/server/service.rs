@@ -28,6 +28,9 @@ use crate::train::{FoldControl, RunOptions};
 /// What every attempt and the registration loop share.
 pub struct Shared {
     pub worker_id: String,
+    /// The secret made for this run: the coordinator presents it on every call, and it
+    /// goes with the registration and every heartbeat.
+    pub call_token: String,
     pub coordinator_url: String,
     pub client: Coordinator,
     pub slots: SlotTable,

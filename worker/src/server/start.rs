@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use foldtrain_proto::pb;
 use foldtrain_proto::pb::worker_server::WorkerServer;
-use foldtrain_proto::runtime::auth::BearerAuth;
+use foldtrain_proto::runtime::auth::{Role, RoleGate, RoleTokens, worker_policy};
 use foldtrain_proto::runtime::health::{Health, HealthApi, HealthServer};
 use foldtrain_proto::runtime::metrics_http::MetricsServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
 use tracing::{info, warn};
@@ -178,6 +177,7 @@ fn shared_state(
 ) -> Result<Shared, WorkerError> {
     let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
     Ok(Shared {
+        call_token: new_call_token()?,
         client: coordinator_client(
             &config.coordinator,
             config.token.as_deref(),
@@ -217,17 +217,30 @@ fn registration(
             })
             .collect(),
         hostname,
+        call_token: shared.call_token.clone(),
     }
 }
 
-type GrpcService = InterceptedService<WorkerServer<WorkerService>, BearerAuth>;
+type GrpcService = RoleGate<WorkerServer<WorkerService>>;
 
-/// The `Worker` gRPC service behind the bearer-token check.
+/// The `Worker` gRPC service, which takes calls only from the coordinator this worker
+/// registered with: the caller must present the call token the registration carried.
 fn worker_service(config: &WorkerConfig, shared: &Arc<Shared>) -> GrpcService {
     let service = WorkerServer::new(WorkerService::new(shared.clone()))
         .max_decoding_message_size(config.max_message_size)
         .max_encoding_message_size(config.max_message_size);
-    InterceptedService::new(service, BearerAuth::new(config.token.as_deref()))
+    let tokens = RoleTokens::default().with(Role::Coordinator, Some(&shared.call_token));
+    RoleGate::new(service, tokens, worker_policy)
+}
+
+/// 32 random bytes from the operating system, as hex: the call token of one run.
+fn new_call_token() -> Result<String, WorkerError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| WorkerError::Internal {
+        what: "drawing a call token",
+        message: e.to_string(),
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Serves `/metrics` when `metrics_listen` is set, until `stop` resolves.
