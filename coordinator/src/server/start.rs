@@ -8,10 +8,10 @@ use std::sync::Arc;
 use foldtrain_proto::pb::coordinator_server::CoordinatorServer;
 use foldtrain_proto::runtime::health::Health;
 use foldtrain_proto::runtime::metrics_http::MetricsServer;
+use foldtrain_proto::runtime::tls::server_builder;
 use foldtrain_proto::{CONNECTION_WINDOW, STREAM_WINDOW};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
@@ -136,12 +136,8 @@ pub async fn start_with_launcher(
     let stopping = scheduler.clone();
     info!(%addr, data_dir = %config.data_dir.display(), auth = config.token.is_some(), tls = tls.is_some(), "coordinator listening");
     let secure = tls.is_some();
-    let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| CoordinatorError::Config(format!("TLS setup failed: {e}")))?;
-    }
+    let builder = server_builder(tls)
+        .map_err(|e| CoordinatorError::Config(format!("TLS setup failed: {e}")))?;
     let task = tokio::spawn(async move {
         let result = builder
             .initial_stream_window_size(Some(STREAM_WINDOW))

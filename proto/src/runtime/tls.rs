@@ -22,6 +22,23 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerT
 /// that connects and says nothing cannot hold a connection open.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A gRPC server builder with the settings both servers share: TLS when given, and
+/// HTTP/2 and TCP keepalives, so that a peer that vanished without closing its
+/// connection (a half-open connection) is noticed within about half a minute and the
+/// streams on it end, which frees what they held (a worker's training slot).
+pub fn server_builder(
+    tls: Option<ServerTlsConfig>,
+) -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_keepalive(Some(Duration::from_secs(30)));
+    match tls {
+        Some(tls) => builder.tls_config(tls),
+        None => Ok(builder),
+    }
+}
+
 /// A TLS file or flag combination that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

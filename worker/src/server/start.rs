@@ -13,11 +13,12 @@ use foldtrain_proto::pb::worker_server::WorkerServer;
 use foldtrain_proto::runtime::auth::{Role, RoleGate, RoleTokens, worker_policy};
 use foldtrain_proto::runtime::health::{Health, HealthApi, HealthServer};
 use foldtrain_proto::runtime::metrics_http::MetricsServer;
+use foldtrain_proto::runtime::tls::server_builder;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use super::WorkerError;
@@ -284,13 +285,10 @@ impl Serving {
     ) -> Result<(), WorkerError> {
         let draining = self.shared.clone();
         let timeout = self.drain_timeout;
-        let mut builder = Server::builder();
-        if let Some(tls) = self.tls {
-            builder = builder.tls_config(tls).map_err(|e| WorkerError::Serve {
-                addr: self.addr,
-                message: format!("TLS setup failed: {e}"),
-            })?;
-        }
+        let builder = server_builder(self.tls).map_err(|e| WorkerError::Serve {
+            addr: self.addr,
+            message: format!("TLS setup failed: {e}"),
+        })?;
         let result = builder
             .initial_stream_window_size(Some(foldtrain_proto::STREAM_WINDOW))
             .initial_connection_window_size(Some(foldtrain_proto::CONNECTION_WINDOW))
