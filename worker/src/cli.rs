@@ -46,7 +46,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "FOLDTRAIN_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     #[command(flatten)]
-    pub tls: foldtrain_proto::runtime::tls::TlsArgs,
+    pub tls: foldtrain_proto::runtime::tls::TlsFiles,
     /// Accept cleartext or unauthenticated calls on a non-loopback address.
     #[arg(long, env = "FOLDTRAIN_INSECURE")]
     pub insecure: bool,
@@ -104,7 +104,7 @@ impl WorkerArgs {
             slots,
             cache_dir: self.cache_dir,
             token,
-            tls: self.tls.files(),
+            tls: self.tls,
             insecure: self.insecure,
             worker_id: self.worker_id,
             metrics_listen: self.metrics_listen,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use foldtrain_proto::runtime::tls::TlsArgs;
+use foldtrain_proto::runtime::tls::TlsFiles;
 
 use crate::client::{Client, ClientError, DEFAULT_COORDINATOR};
 
@@ -18,7 +18,7 @@ pub struct ClientArgs {
     #[arg(long, env = "FOLDTRAIN_TOKEN_FILE", help_heading = "Coordinator")]
     pub token_file: Option<PathBuf>,
     #[command(flatten)]
-    pub tls: TlsArgs,
+    pub tls: TlsFiles,
 }
 
 impl ClientArgs {
@@ -26,7 +26,6 @@ impl ClientArgs {
     pub async fn connect(&self) -> Result<Client, ClientError> {
         let tls = self
             .tls
-            .files()
             .client()
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         Client::connect_with_token_file(&self.coordinator, self.token_file.as_deref(), tls.as_ref())

@@ -11,7 +11,7 @@ use clap::Args;
 use foldtrain_proto::runtime::auth::read_token_file;
 use foldtrain_proto::runtime::metrics_http::metrics_url;
 use foldtrain_proto::runtime::shutdown_signal;
-use foldtrain_proto::runtime::tls::TlsArgs;
+use foldtrain_proto::runtime::tls::TlsFiles;
 
 use super::CommandResult;
 use crate::config::ServeConfig;
@@ -32,7 +32,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FOLDTRAIN_WORKER_TOKEN_FILE", value_name = "F")]
     pub worker_token_file: Option<PathBuf>,
     #[command(flatten)]
-    pub tls: TlsArgs,
+    pub tls: TlsFiles,
     /// Accept cleartext or unauthenticated requests on a non-loopback address.
     #[arg(long, env = "FOLDTRAIN_INSECURE")]
     pub insecure: bool,
@@ -63,7 +63,7 @@ impl ServeArgs {
             data_dir: self.data_dir,
             token,
             worker_token,
-            tls: self.tls.files(),
+            tls: self.tls,
             insecure: self.insecure,
             lease: Duration::from_millis(self.lease_ms),
             metrics_listen: self.metrics_listen,

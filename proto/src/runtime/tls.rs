@@ -60,54 +60,42 @@ pub enum TlsError {
     Url { url: String, why: String },
 }
 
-/// The TLS flags, the same on every binary and every client command.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct TlsArgs {
+/// The PEM files a process was given, from the TLS flags every binary and every client
+/// command shares; each is optional, and [`server`](Self::server) and
+/// [`client`](Self::client) say which combinations make sense.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct TlsFiles {
     /// This process's certificate chain (PEM). A server with it speaks TLS; a client
     /// presents it to servers that require client certificates.
     #[arg(
-        long,
+        id = "tls_cert",
+        long = "tls-cert",
         env = "FOLDTRAIN_TLS_CERT",
         value_name = "F",
         requires = "tls_key",
         help_heading = "TLS"
     )]
-    pub tls_cert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
     #[arg(
-        long,
+        id = "tls_key",
+        long = "tls-key",
         env = "FOLDTRAIN_TLS_KEY",
         value_name = "F",
         requires = "tls_cert",
         help_heading = "TLS"
     )]
-    pub tls_key: Option<PathBuf>,
+    pub key: Option<PathBuf>,
     /// The certificate authority (PEM) that signs the other side's certificates: a
     /// client verifies servers against it; a server requires client certificates
     /// signed by it (mutual TLS).
-    #[arg(long, env = "FOLDTRAIN_TLS_CA", value_name = "F", help_heading = "TLS")]
-    pub tls_ca: Option<PathBuf>,
-}
-
-impl TlsArgs {
-    pub fn files(&self) -> TlsFiles {
-        TlsFiles {
-            cert: self.tls_cert.clone(),
-            key: self.tls_key.clone(),
-            ca: self.tls_ca.clone(),
-        }
-    }
-}
-
-/// The PEM files a process was given; each is optional, and [`server`](Self::server)
-/// and [`client`](Self::client) say which combinations make sense.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// This process's certificate chain (`--tls-cert`).
-    pub cert: Option<PathBuf>,
-    /// The private key of `cert` (`--tls-key`).
-    pub key: Option<PathBuf>,
-    /// The certificate authority that signs the peers' certificates (`--tls-ca`).
+    #[arg(
+        id = "tls_ca",
+        long = "tls-ca",
+        env = "FOLDTRAIN_TLS_CA",
+        value_name = "F",
+        help_heading = "TLS"
+    )]
     pub ca: Option<PathBuf>,
 }
 
