@@ -23,7 +23,7 @@ mod grpc_tests;
 mod tests;
 
 pub use core::{JobEvent, Scheduler, SchedulerOptions};
-pub use grpc_launcher::GrpcLauncher;
+pub use grpc_launcher::{GrpcLauncher, MAX_EVENT_PAYLOAD, MAX_OPEN_PAYLOADS};
 pub use job_spec::{ClientSeconds, JobSpec, assign_folds, fold_task};
 pub use launcher::{FoldEventStream, FoldLauncher, SlotTarget};
 pub use metrics::{CoordinatorMetrics, Direction, LiveGauges};
