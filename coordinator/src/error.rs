@@ -31,6 +31,16 @@ pub enum CoordinatorError {
         idle: std::time::Duration,
         blob: Option<BlobHash>,
     },
+    /// Another coordinator process (or this one, twice) has the data directory open.
+    #[error(
+        "another coordinator holds the data directory {} (lock file {}); stop it, or give this one another --data-dir",
+        dir.display(),
+        lock.display()
+    )]
+    DataDirLocked {
+        dir: std::path::PathBuf,
+        lock: std::path::PathBuf,
+    },
     #[error("job references {count} images not uploaded yet (first: {first}); upload them first")]
     MissingImages { count: usize, first: String },
     #[error("cannot split the training rows: {0}")]
@@ -130,6 +140,7 @@ impl CoordinatorError {
             | Self::Split(_) => Code::InvalidArgument,
             Self::BlobTooLarge { .. } => Code::ResourceExhausted,
             Self::UploadIdle { .. } => Code::DeadlineExceeded,
+            Self::DataDirLocked { .. } => Code::FailedPrecondition,
             Self::MissingImages { .. } | Self::WrongJobState { .. } | Self::StaleAttempt { .. } => {
                 Code::FailedPrecondition
             }

@@ -11,6 +11,8 @@ mod start;
 mod status;
 
 #[cfg(test)]
+mod lock_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod upload_tests;
