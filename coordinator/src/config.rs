@@ -10,6 +10,7 @@ use foldtrain_proto::runtime::tls::{TlsFiles, exposure_problem};
 use foldtrain_proto::{CHUNK_SIZE, MAX_MESSAGE_SIZE};
 
 use crate::error::{CoordinatorError, Result};
+use crate::server::UploadLimits;
 
 /// Everything `start` needs to run a coordinator.
 #[derive(Clone)]
@@ -33,6 +34,8 @@ pub struct ServeConfig {
     pub lease: Duration,
     /// Largest gRPC message accepted or sent.
     pub max_message_size: usize,
+    /// Largest blob and longest pause an upload stream may have.
+    pub uploads: UploadLimits,
     /// Where to serve Prometheus metrics at `/metrics`; None: nothing listens.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -51,6 +54,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("insecure", &self.insecure)
             .field("lease", &self.lease)
             .field("max_message_size", &self.max_message_size)
+            .field("uploads", &self.uploads)
             .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
@@ -67,6 +71,7 @@ impl Default for ServeConfig {
             insecure: false,
             lease: Duration::from_secs(15),
             max_message_size: MAX_MESSAGE_SIZE,
+            uploads: UploadLimits::default(),
             metrics_listen: None,
         }
     }

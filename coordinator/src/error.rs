@@ -20,6 +20,27 @@ pub enum CoordinatorError {
     },
     #[error("blob {0} not found")]
     BlobNotFound(BlobHash),
+    #[error("blob {hash} exceeds the {limit}-byte limit on one upload; nothing of it was stored")]
+    BlobTooLarge { hash: BlobHash, limit: u64 },
+    #[error(
+        "the upload sent nothing for {} s{}; nothing unfinished was stored",
+        idle.as_secs_f64(),
+        blob.map(|b| format!(" in the middle of blob {b}")).unwrap_or_default()
+    )]
+    UploadIdle {
+        idle: std::time::Duration,
+        blob: Option<BlobHash>,
+    },
+    /// Another coordinator process (or this one, twice) has the data directory open.
+    #[error(
+        "another coordinator holds the data directory {} (lock file {}); stop it, or give this one another --data-dir",
+        dir.display(),
+        lock.display()
+    )]
+    DataDirLocked {
+        dir: std::path::PathBuf,
+        lock: std::path::PathBuf,
+    },
     #[error("job references {count} images not uploaded yet (first: {first}); upload them first")]
     MissingImages { count: usize, first: String },
     #[error("cannot split the training rows: {0}")]
@@ -122,6 +143,9 @@ impl CoordinatorError {
             | Self::Wire(_)
             | Self::BlobHashMismatch { .. }
             | Self::Split(_) => Code::InvalidArgument,
+            Self::BlobTooLarge { .. } => Code::ResourceExhausted,
+            Self::UploadIdle { .. } => Code::DeadlineExceeded,
+            Self::DataDirLocked { .. } => Code::FailedPrecondition,
             Self::MissingImages { .. } | Self::WrongJobState { .. } | Self::StaleAttempt { .. } => {
                 Code::FailedPrecondition
             }

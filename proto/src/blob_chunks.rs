@@ -77,6 +77,8 @@ pub enum FramingError {
     },
     #[error("the stream ended inside blob {hash} after {received} bytes")]
     Truncated { hash: BlobHash, received: u64 },
+    #[error("blob {hash} exceeds the {limit}-byte limit on one blob")]
+    TooLarge { hash: BlobHash, limit: u64 },
 }
 
 /// One received chunk whose framing checked out.
@@ -97,16 +99,26 @@ impl Piece {
 }
 
 /// Checks a stream of chunks: blobs arrive one after another, each from offset 0 with no
-/// gap or overlap, and no chunk is over [`CHUNK_SIZE`].
+/// gap or overlap, no chunk is over [`CHUNK_SIZE`], and, when a limit is set, no blob
+/// grows past it.
 #[derive(Debug, Default)]
 pub struct ChunkReassembler {
     /// The blob being received and how many of its bytes arrived.
     open: Option<(BlobHash, u64)>,
+    /// The most bytes one blob may have.
+    max_blob: Option<u64>,
 }
 
 impl ChunkReassembler {
+    /// A reassembler without a limit on the size of a blob.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Refuses the chunk that would take a blob past `bytes`.
+    pub fn with_max_blob_size(mut self, bytes: u64) -> Self {
+        self.max_blob = Some(bytes);
+        self
     }
 
     /// Checks the next chunk of the stream and hands back its bytes.
@@ -129,6 +141,11 @@ impl ChunkReassembler {
                 offset: chunk.offset,
                 expected,
             });
+        }
+        if let Some(limit) = self.max_blob
+            && expected + chunk.data.len() as u64 > limit
+        {
+            return Err(FramingError::TooLarge { hash, limit });
         }
         if !chunk.last {
             self.open = Some((hash, expected + chunk.data.len() as u64));
@@ -235,4 +252,31 @@ mod tests {
         short[0].hash.truncate(5);
         assert!(err(short).starts_with("chunk hash: "));
     }
+
+    #[test]
+    fn a_blob_past_the_size_limit_is_refused_at_the_chunk_that_crosses_it() {
+        let a = blob(2 * CHUNK_SIZE + 1);
+        let hash = BlobHash::of(&a);
+        let limit = 2 * CHUNK_SIZE as u64;
+        let mut framing = ChunkReassembler::new().with_max_blob_size(limit);
+        let mut stream = chunks(hash, &a);
+        for _ in 0..2 {
+            framing.accept(stream.next().unwrap()).unwrap();
+        }
+        let err = framing.accept(stream.next().unwrap()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("blob {hash} exceeds the 2097152-byte limit on one blob")
+        );
+        let exact = blob(2 * CHUNK_SIZE);
+        let mut framing = ChunkReassembler::new().with_max_blob_size(limit);
+        for chunk in chunks(BlobHash::of(&exact), &exact) {
+            framing.accept(chunk).unwrap();
+        }
+        framing.finish().unwrap();
+    }
 }
+
+#[cfg(test)]
+#[path = "blob_chunks_props.rs"]
+mod props;

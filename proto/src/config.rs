@@ -4,6 +4,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::ProtoError;
 
+/// Most folds a job may ask for: each one is a training run and a worker slot's time.
+pub const MAX_FOLDS: u32 = 100;
+/// Largest `train.image_size` in pixels per side. DenseNet121 at 4096 px needs tens of GB
+/// of activations for a single image; the seed trains at 229.
+pub const MAX_IMAGE_SIZE: u32 = 4096;
+/// Largest `train.batch_size` (and a prediction's batch size).
+pub const MAX_BATCH_SIZE: u32 = 4096;
+/// Largest `model.head_units`. At this width the head's dense layer, with Adam's two
+/// moments, adds about 200 MB to a checkpoint: well under the coordinator's payload limit.
+pub const MAX_HEAD_UNITS: u32 = 16_384;
+/// Largest `train.cache_bytes` (1 TiB): more RAM than any one fold's images need.
+pub const MAX_CACHE_BYTES: u64 = 1 << 40;
+/// Largest `train.loader_threads` and `train.torch_threads`.
+pub const MAX_THREADS: u32 = 1024;
+/// Largest `train.max_attempts`.
+pub const MAX_ATTEMPTS: u32 = 100;
+
 /// A whole job's configuration, as read from TOML and stored beside the results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -241,6 +258,7 @@ impl JobConfig {
                 format!("must be at least 2, got {}", self.split.folds),
             );
         }
+        self.check_upper_limits()?;
         let t = &self.train;
         if t.image_size < 32 {
             return bad(
@@ -286,6 +304,52 @@ impl JobConfig {
             return bad("model.head_l1/head_l2", "must be >= 0".into());
         }
         Ok(())
+    }
+
+    /// Rejects sizes and counts so large that a worker or the coordinator would run out of
+    /// memory, threads or disk before training got anywhere.
+    fn check_upper_limits(&self) -> Result<(), ProtoError> {
+        let (s, m, t) = (&self.split, &self.model, &self.train);
+        let limits: [(&str, u64, u64); 8] = [
+            ("split.folds", s.folds.into(), MAX_FOLDS.into()),
+            (
+                "model.head_units",
+                m.head_units.into(),
+                MAX_HEAD_UNITS.into(),
+            ),
+            (
+                "train.image_size",
+                t.image_size.into(),
+                MAX_IMAGE_SIZE.into(),
+            ),
+            (
+                "train.batch_size",
+                t.batch_size.into(),
+                MAX_BATCH_SIZE.into(),
+            ),
+            ("train.cache_bytes", t.cache_bytes, MAX_CACHE_BYTES),
+            (
+                "train.loader_threads",
+                t.loader_threads.into(),
+                MAX_THREADS.into(),
+            ),
+            (
+                "train.torch_threads",
+                t.torch_threads.into(),
+                MAX_THREADS.into(),
+            ),
+            (
+                "train.max_attempts",
+                t.max_attempts.into(),
+                MAX_ATTEMPTS.into(),
+            ),
+        ];
+        match limits.iter().find(|(_, value, max)| value > max) {
+            Some((key, value, max)) => Err(ProtoError::InvalidConfig(format!(
+                "{key} = {value} exceeds the maximum {max}"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -351,5 +415,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("resnet"), "{err}");
+    }
+
+    #[test]
+    fn sizes_past_their_maximum_are_named_with_the_limit() {
+        let cases = [
+            (
+                "[split]\nfolds = 101\n",
+                "split.folds = 101 exceeds the maximum 100",
+            ),
+            (
+                "[train]\nimage_size = 100000\n",
+                "train.image_size = 100000 exceeds the maximum 4096",
+            ),
+            (
+                "[train]\nbatch_size = 4097\n",
+                "train.batch_size = 4097 exceeds the maximum 4096",
+            ),
+            (
+                "[model]\nhead_units = 1000000\n",
+                "model.head_units = 1000000 exceeds the maximum 16384",
+            ),
+            (
+                "[train]\ncache_bytes = 1099511627777\n",
+                "train.cache_bytes = 1099511627777 exceeds the maximum 1099511627776",
+            ),
+            (
+                "[train]\nloader_threads = 5000\n",
+                "train.loader_threads = 5000 exceeds the maximum 1024",
+            ),
+            (
+                "[train]\ntorch_threads = 1025\n",
+                "train.torch_threads = 1025 exceeds the maximum 1024",
+            ),
+            (
+                "[train]\nmax_attempts = 1000\n",
+                "train.max_attempts = 1000 exceeds the maximum 100",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let err = JobConfig::from_toml(toml).unwrap_err().to_string();
+            assert_eq!(err, format!("invalid config: {expected}"), "{toml}");
+        }
+    }
+
+    #[test]
+    fn sizes_at_their_maximum_are_accepted() {
+        let mut c = JobConfig::default();
+        c.split.folds = MAX_FOLDS;
+        c.model.head_units = MAX_HEAD_UNITS;
+        c.train.image_size = MAX_IMAGE_SIZE;
+        c.train.batch_size = MAX_BATCH_SIZE;
+        c.train.cache_bytes = MAX_CACHE_BYTES;
+        c.train.loader_threads = MAX_THREADS;
+        c.train.torch_threads = MAX_THREADS;
+        c.train.max_attempts = MAX_ATTEMPTS;
+        c.validate().unwrap();
+        assert_eq!(JobConfig::from_toml(&c.to_toml()).unwrap(), c);
     }
 }

@@ -11,6 +11,9 @@ pub enum ProtoError {
     InvalidConfig(String),
     #[error("unknown {name} {value:?}")]
     InvalidEnum { name: &'static str, value: String },
+    /// A peer sent more than the receiver holds for it: `what` was too much, by `limit`.
+    #[error("{what} exceeds {limit}")]
+    LimitExceeded { what: String, limit: String },
 }
 
 impl ProtoError {

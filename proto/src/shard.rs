@@ -1,7 +1,7 @@
 //! The unit of prediction work (`ShardTask`): a shard of new images and the ensemble to
 //! score them with, as a domain type with its checked conversions from the wire.
 
-use crate::config::JobConfig;
+use crate::config::{JobConfig, MAX_BATCH_SIZE};
 use crate::ids::BlobHash;
 use crate::task::{ImageRef, config_and_classes};
 use crate::{ProtoError, pb};
@@ -49,6 +49,12 @@ impl TryFrom<pb::ShardTask> for ShardTask {
             .collect::<Result<_, _>>()?;
         let batch_size = match p.batch_size {
             0 => config.train.batch_size as usize,
+            n if n > MAX_BATCH_SIZE => {
+                return Err(ProtoError::invalid(
+                    "batch_size",
+                    format!("{n} exceeds the maximum {MAX_BATCH_SIZE}"),
+                ));
+            }
             n => n as usize,
         };
         Ok(Self {
@@ -132,5 +138,12 @@ mod tests {
         wire.batch_size = 0;
         let default = JobConfig::default().train.batch_size as usize;
         assert_eq!(ShardTask::try_from(wire).unwrap().batch_size, default);
+
+        let mut wire = pb::ShardTask::from(&task());
+        wire.batch_size = MAX_BATCH_SIZE + 1;
+        assert_eq!(
+            ShardTask::try_from(wire).unwrap_err().to_string(),
+            "invalid field `batch_size`: 4097 exceeds the maximum 4096"
+        );
     }
 }

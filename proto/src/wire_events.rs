@@ -142,22 +142,50 @@ enum PayloadKey {
     Test,
 }
 
+impl std::fmt::Display for PayloadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PayloadKey::Checkpoint(CheckpointKind::Best, epoch) => {
+                write!(f, "the best checkpoint of epoch {epoch}")
+            }
+            PayloadKey::Checkpoint(CheckpointKind::Latest, epoch) => {
+                write!(f, "the latest checkpoint of epoch {epoch}")
+            }
+            PayloadKey::Oof => f.write_str("the out-of-fold probabilities"),
+            PayloadKey::Test => f.write_str("the test probabilities"),
+        }
+    }
+}
+
 /// Reassembles wire events into domain events, checking offsets, sizes and hashes.
+///
+/// Without limits it holds whatever a peer sends; a receiver that does not trust its
+/// peer sets [`Self::with_max_payload`] and [`Self::with_max_open_payloads`], which bound
+/// its memory to about their product.
 #[derive(Debug, Default)]
 pub struct FoldEventAssembler {
     partial: HashMap<PayloadKey, Vec<u8>>,
     /// Upper bound on any one payload, so a misbehaving peer cannot exhaust memory.
     max_payload: Option<u64>,
+    /// Upper bound on payloads begun and not finished, for the same reason.
+    max_open: Option<usize>,
 }
 
 impl FoldEventAssembler {
+    /// An assembler without limits.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Rejects payloads larger than `bytes`.
+    /// Rejects payloads larger than `bytes`, as soon as they grow past it.
     pub fn with_max_payload(mut self, bytes: u64) -> Self {
         self.max_payload = Some(bytes);
+        self
+    }
+
+    /// Rejects a payload that begins while `count` others are unfinished.
+    pub fn with_max_open_payloads(mut self, count: usize) -> Self {
+        self.max_open = Some(count);
         self
     }
 
@@ -256,6 +284,23 @@ impl FoldEventAssembler {
                 ),
             ));
         }
+        // A payload whole in one chunk is never held open, so it does not count.
+        if let Some(max) = self.max_open
+            && self.partial.len() >= max
+            && !chunk.last
+            && !self.partial.contains_key(&key)
+        {
+            let mut open: Vec<String> = self.partial.keys().map(ToString::to_string).collect();
+            open.sort();
+            return Err(ProtoError::LimitExceeded {
+                what: format!(
+                    "{key}, begun while {} other payloads were unfinished ({})",
+                    open.len(),
+                    open.join(", ")
+                ),
+                limit: format!("the limit of {max} unfinished payloads at once"),
+            });
+        }
         let buffer = self.partial.entry(key).or_default();
         if chunk.offset != buffer.len() as u64 {
             let expected = buffer.len();
@@ -269,11 +314,12 @@ impl FoldEventAssembler {
         if let Some(max) = self.max_payload
             && buffer.len() as u64 > max
         {
+            let received = buffer.len();
             self.partial.remove(&key);
-            return Err(ProtoError::invalid(
-                "chunk",
-                format!("payload exceeds the {max}-byte limit"),
-            ));
+            return Err(ProtoError::LimitExceeded {
+                what: format!("{key} ({received} bytes received so far)"),
+                limit: format!("the {max}-byte limit on one payload"),
+            });
         }
         if !chunk.last {
             return Ok(None);
@@ -319,8 +365,9 @@ fn probabilities(
     rows: u32,
     classes: u32,
 ) -> Result<Vec<f32>, ProtoError> {
-    let expected = rows as u64 * classes as u64 * 4;
-    if bytes.len() as u64 != expected {
+    // In u128: rows x classes x 4 overflows u64 for the largest values a peer can send.
+    let expected = u128::from(rows) * u128::from(classes) * 4;
+    if bytes.len() as u128 != expected {
         return Err(ProtoError::invalid(
             field,
             format!(
@@ -458,6 +505,92 @@ mod tests {
             )
             .remove(0),
         );
-        assert!(limited.unwrap_err().to_string().contains("10-byte limit"));
+        assert_eq!(
+            limited.unwrap_err().to_string(),
+            "the best checkpoint of epoch 1 (11 bytes received so far) exceeds the 10-byte \
+             limit on one payload"
+        );
+    }
+
+    /// The first wire message of a checkpoint too big for one chunk: it opens a payload.
+    fn opening_chunk(kind: CheckpointKind, epoch: u32) -> pb::FoldEvent {
+        let event = FoldEvent::Checkpoint {
+            kind,
+            epoch,
+            bytes: vec![1; CHUNK_SIZE + 1],
+        };
+        encode_fold_event(&JobId::new("j"), FoldIndex(0), AttemptId(1), &event).remove(0)
+    }
+
+    #[test]
+    fn unfinished_payloads_at_once_are_bounded() {
+        let mut assembler = FoldEventAssembler::new().with_max_open_payloads(2);
+        for epoch in [1, 2] {
+            let opened = assembler.push(opening_chunk(CheckpointKind::Latest, epoch));
+            assert!(opened.unwrap().is_none());
+        }
+        let err = assembler
+            .push(opening_chunk(CheckpointKind::Best, 3))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the best checkpoint of epoch 3, begun while 2 other payloads were unfinished \
+             (the latest checkpoint of epoch 1, the latest checkpoint of epoch 2) exceeds the \
+             limit of 2 unfinished payloads at once"
+        );
+        // Payloads already open may go on, and once one finishes another may begin.
+        let whole = FoldEvent::Checkpoint {
+            kind: CheckpointKind::Latest,
+            epoch: 1,
+            bytes: vec![1; CHUNK_SIZE + 1],
+        };
+        let rest = encode_fold_event(&JobId::new("j"), FoldIndex(0), AttemptId(1), &whole);
+        assert_eq!(assembler.push(rest[1].clone()).unwrap(), Some(whole));
+        assert!(
+            assembler
+                .push(opening_chunk(CheckpointKind::Best, 3))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn probability_sizes_of_the_largest_shape_do_not_overflow() {
+        let wire = pb::FoldEvent {
+            job_id: "j".into(),
+            fold: 0,
+            attempt: 1,
+            event: Some(pb::fold_event::Event::Test(pb::ProbabilityChunk {
+                chunk: encode_fold_event(
+                    &JobId::new("j"),
+                    FoldIndex(0),
+                    AttemptId(1),
+                    &FoldEvent::Test {
+                        rows: 1,
+                        classes: 1,
+                        probs: vec![0.5],
+                    },
+                )
+                .into_iter()
+                .find_map(|w| match w.event {
+                    Some(pb::fold_event::Event::Test(p)) => p.chunk,
+                    _ => None,
+                }),
+                rows: u32::MAX,
+                classes: u32::MAX,
+            })),
+        };
+        let err = FoldEventAssembler::new()
+            .push(wire)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("need 73786976260478468100 bytes, got 4"),
+            "{err}"
+        );
     }
 }
+
+#[cfg(test)]
+#[path = "wire_events_props.rs"]
+mod props;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use foldtrain_proto::config::MAX_BATCH_SIZE;
 use foldtrain_proto::{BlobHash, ImageRef, JobConfig, ShardTask};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -60,7 +61,11 @@ pub struct PredictArgs {
     #[arg(long, env = "FOLDTRAIN_OUT")]
     pub out: PathBuf,
     /// Images per forward pass [default: the training job's batch size].
-    #[arg(long, env = "FOLDTRAIN_PREDICT_BATCH_SIZE")]
+    #[arg(
+        long,
+        env = "FOLDTRAIN_PREDICT_BATCH_SIZE",
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_BATCH_SIZE))
+    )]
     pub batch_size: Option<u32>,
     /// Test-time augmentation: `flip` averages each image with its horizontal flip.
     #[arg(long, value_enum, env = "FOLDTRAIN_TTA")]
@@ -276,4 +281,43 @@ fn report(merged: &Merged, args: &PredictArgs, total: u64, seconds: f64, elapsed
         merged.files.join(", "),
         args.out.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Harness {
+        #[command(flatten)]
+        predict: PredictArgs,
+    }
+
+    fn parse(batch: &str) -> Result<Harness, clap::Error> {
+        Harness::try_parse_from([
+            "x",
+            "--model",
+            "m",
+            "--images",
+            "i",
+            "--out",
+            "o",
+            "--batch-size",
+            batch,
+        ])
+    }
+
+    #[test]
+    fn batch_size_is_bounded() {
+        assert_eq!(parse("4096").unwrap().predict.batch_size, Some(4096));
+        for bad in ["0", "4097"] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("--batch-size") && err.contains("1..=4096"),
+                "{bad}: {err}"
+            );
+        }
+    }
 }

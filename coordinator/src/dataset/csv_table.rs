@@ -36,7 +36,12 @@ impl Table {
                 return None;
             }
         };
-        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+        Self::parse(path, &bytes, findings)
+    }
+
+    /// Parses the bytes of the CSV at `path` (named in findings) as [`Self::read`] does.
+    pub fn parse(path: &Path, bytes: &[u8], findings: &mut Vec<Finding>) -> Option<Table> {
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(detect_delimiter(bytes))
             .flexible(true)
@@ -170,7 +175,9 @@ fn read_rows(
 }
 
 /// Line numbers from byte offsets. The csv reader's own line count lags when the
-/// previous record ended in CRLF, so lines are counted here from the bytes.
+/// previous record ended in CRLF, so lines are counted here from the bytes: a line ends
+/// at LF, CRLF, or a lone CR (as old Mac spreadsheets save CSVs, and as the reader ends
+/// records).
 struct LineIndex<'a> {
     bytes: &'a [u8],
     newlines: Vec<usize>,
@@ -178,11 +185,12 @@ struct LineIndex<'a> {
 
 impl<'a> LineIndex<'a> {
     fn new(bytes: &'a [u8]) -> Self {
-        let newlines = bytes
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'\n')
-            .map(|(i, _)| i)
+        let newlines = (0..bytes.len())
+            .filter(|&i| match bytes[i] {
+                b'\n' => true,
+                b'\r' => bytes.get(i + 1) != Some(&b'\n'),
+                _ => false,
+            })
             .collect();
         Self { bytes, newlines }
     }
@@ -293,6 +301,15 @@ mod tests {
     }
 
     #[test]
+    fn lone_carriage_returns_end_lines_too() {
+        let (table, findings) = read(b"filename,label\ra.jpg,x\rb.jpg,y,z\rc.jpg,w\r");
+        let table = table.unwrap();
+        let lines: Vec<u64> = table.rows.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [2, 4]);
+        assert_eq!(findings[0].location.line, Some(3));
+    }
+
+    #[test]
     fn invalid_utf8_row_is_reported_with_its_line() {
         let (table, findings) = read(b"filename,label\na.jpg,ok\nb.jpg,\xff\xfe\n");
         assert_eq!(table.unwrap().rows.len(), 1);
@@ -311,3 +328,7 @@ mod tests {
         assert!(findings[0].message.contains("\"video_id\""));
     }
 }
+
+#[cfg(test)]
+#[path = "csv_table_props.rs"]
+mod props;

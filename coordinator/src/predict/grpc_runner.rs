@@ -76,15 +76,8 @@ async fn pump(
             Some(pb::shard_event::Event::Rows(rows)) => ShardUpdate::Rows(
                 rows.rows
                     .into_iter()
-                    .map(|row| {
-                        let outcome = if row.error.is_empty() {
-                            RowOutcome::Probabilities(row.probabilities)
-                        } else {
-                            RowOutcome::Bad(row.error)
-                        };
-                        (row.index as usize, outcome)
-                    })
-                    .collect(),
+                    .map(|row| row_outcome(row, task.class_names.len()))
+                    .collect::<Result<_, _>>()?,
             ),
             Some(pb::shard_event::Event::Done(_)) => ShardUpdate::Done,
             Some(pb::shard_event::Event::Error(e)) => {
@@ -101,6 +94,42 @@ async fn pump(
             return Ok(());
         }
     }
+}
+
+/// One streamed row, checked as it arrives: a shard holds every row until it is done, so
+/// a row may carry no more than one probability per class and a short error message.
+fn row_outcome(row: pb::ShardRow, classes: usize) -> Result<(usize, RowOutcome), ShardFailure> {
+    let index = row.index as usize;
+    if !row.error.is_empty() {
+        return Ok((index, RowOutcome::Bad(truncated(row.error))));
+    }
+    if row.probabilities.len() != classes {
+        return Err(ShardFailure {
+            message: format!(
+                "the worker sent {} probabilities for row {index}, for {classes} classes",
+                row.probabilities.len()
+            ),
+            retryable: true,
+            lost: false,
+        });
+    }
+    Ok((index, RowOutcome::Probabilities(row.probabilities)))
+}
+
+/// The most bytes of a row's error message kept; the rest is cut with a note.
+pub const MAX_ROW_ERROR: usize = 1024;
+
+fn truncated(mut message: String) -> String {
+    if message.len() > MAX_ROW_ERROR {
+        let mut end = MAX_ROW_ERROR;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = message.len() - end;
+        message.truncate(end);
+        message.push_str(&format!(" [{cut} more bytes cut]"));
+    }
+    message
 }
 
 /// A worker that refuses the shard itself (bad task, wrong token) will refuse it again; a
@@ -125,3 +154,7 @@ fn status_failure(status: tonic::Status) -> ShardFailure {
         _ => ShardFailure::lost(message),
     }
 }
+
+#[cfg(test)]
+#[path = "grpc_runner_tests.rs"]
+mod tests;

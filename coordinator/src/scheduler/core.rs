@@ -176,15 +176,20 @@ impl Scheduler {
         }
     }
 
-    /// Checks leases every quarter lease until the returned task is aborted.
+    /// Checks leases every quarter lease until the returned task is aborted or the
+    /// scheduler is dropped. The task holds no reference of its own, so the scheduler (and
+    /// with it the store's lock on the data directory) goes when its last user does.
     pub fn spawn_lease_monitor(&self) -> tokio::task::JoinHandle<()> {
-        let scheduler = self.clone();
+        let scheduler = Arc::downgrade(&self.inner);
         let period = (self.lease() / 4).max(Duration::from_millis(10));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
-                scheduler.expire_leases();
+                let Some(inner) = scheduler.upgrade() else {
+                    return;
+                };
+                Scheduler { inner }.expire_leases();
             }
         })
     }

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use foldtrain_proto::FailureCause;
+use foldtrain_proto::config::MAX_HEAD_UNITS;
 use foldtrain_proto::pb::worker_client::WorkerClient;
 use foldtrain_proto::runtime::tls::secure_endpoint;
 use foldtrain_proto::task::FoldFailure;
 use foldtrain_proto::wire_events::FoldEventAssembler;
 use foldtrain_proto::{
     AttemptId, BlobHash, CONNECTION_WINDOW, FoldEvent, FoldIndex, FoldTask, JobId,
-    MAX_MESSAGE_SIZE, STREAM_WINDOW, WorkerId, pb,
+    MAX_MESSAGE_SIZE, ProtoError, STREAM_WINDOW, WorkerId, pb,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -24,6 +25,24 @@ use crate::error::{CoordinatorError, Result};
 /// hash and the worker downloads them from the coordinator's blob store.
 pub const INLINE_RESUME_LIMIT: usize = 16 * 1024 * 1024;
 
+/// Most bytes one payload of a worker's stream (a checkpoint, a fold's probabilities) may
+/// reach before the attempt is ended. A DenseNet121 checkpoint with Adam's two moments is
+/// about 3 x 32 MB, the widest head `model.head_units` allows adds about 200 MB, and 50k
+/// test rows of 14 classes are under 3 MB: 1 GiB leaves ample headroom.
+pub const MAX_EVENT_PAYLOAD: u64 = 1 << 30;
+
+// DenseNet121's 8 million parameters and the widest head's dense layer, each with Adam's
+// two moments, in f32: a checkpoint must fit with at least half the limit to spare.
+const _: () = assert!(
+    3 * (8_000_000 + 1024 * MAX_HEAD_UNITS as u64) * 4 < MAX_EVENT_PAYLOAD / 2,
+    "MAX_EVENT_PAYLOAD no longer holds the largest checkpoint with headroom"
+);
+
+/// Most payloads a worker's stream may have begun and not finished at once. An honest
+/// worker sends one payload after another; there are four kinds (best and latest
+/// checkpoints, out-of-fold and test probabilities).
+pub const MAX_OPEN_PAYLOADS: usize = 4;
+
 /// Launches attempts on workers over gRPC.
 #[derive(Debug, Clone)]
 pub struct GrpcLauncher {
@@ -31,6 +50,8 @@ pub struct GrpcLauncher {
     tls: Option<ClientTlsConfig>,
     max_message_size: usize,
     connect_timeout: Duration,
+    max_payload: u64,
+    max_open_payloads: usize,
 }
 
 impl GrpcLauncher {
@@ -40,9 +61,12 @@ impl GrpcLauncher {
             tls: None,
             max_message_size: MAX_MESSAGE_SIZE,
             connect_timeout: Duration::from_secs(10),
+            max_payload: MAX_EVENT_PAYLOAD,
+            max_open_payloads: MAX_OPEN_PAYLOADS,
         }
     }
 
+    /// Sets the largest gRPC message sent to or accepted from a worker.
     pub fn with_max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
@@ -52,6 +76,15 @@ impl GrpcLauncher {
     /// refused, so no task travels in cleartext by mistake.
     pub fn with_tls(mut self, tls: Option<ClientTlsConfig>) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Sets what a worker's stream may make the coordinator hold: `bytes` per payload and
+    /// `open` payloads begun and not finished (defaults: [`MAX_EVENT_PAYLOAD`] and
+    /// [`MAX_OPEN_PAYLOADS`]). A stream past either ends its attempt.
+    pub fn with_payload_limits(mut self, bytes: u64, open: usize) -> Self {
+        self.max_payload = bytes;
+        self.max_open_payloads = open;
         self
     }
 }
@@ -175,7 +208,9 @@ impl GrpcLauncher {
             Ok(response) => response.into_inner(),
             Err(status) => return reject_or_lose(status, expected, tx).await,
         };
-        let mut assembler = FoldEventAssembler::new();
+        let mut assembler = FoldEventAssembler::new()
+            .with_max_payload(self.max_payload)
+            .with_max_open_payloads(self.max_open_payloads);
         loop {
             let message = tokio::select! {
                 // The attempt was abandoned: dropping the stream cancels the call.
@@ -202,10 +237,10 @@ impl GrpcLauncher {
                     ),
                 });
             }
-            if let Some(event) = assembler
-                .push(event)
-                .map_err(|e| lost(format!("malformed event: {e}")))?
-                && tx.send(Ok(event)).await.is_err()
+            if let Some(event) = assembler.push(event).map_err(|e| match e {
+                ProtoError::LimitExceeded { .. } => lost(format!("stream over its limits: {e}")),
+                e => lost(format!("malformed event: {e}")),
+            })? && tx.send(Ok(event)).await.is_err()
             {
                 return Ok(());
             }

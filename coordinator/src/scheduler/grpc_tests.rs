@@ -1,14 +1,18 @@
 //! The gRPC launcher against an in-process fake worker over loopback: chunk reassembly,
-//! auth and trace-context metadata, stale events, refusals and unreachable workers.
+//! auth and trace-context metadata, stale events, refusals, unreachable workers, and
+//! workers whose streams never end.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use foldtrain_proto::pb::worker_server::{Worker, WorkerServer};
 use foldtrain_proto::task::{CheckpointKind, EpochRecord, FoldSummary};
 use foldtrain_proto::wire_events::encode_fold_event;
 use foldtrain_proto::{
-    AttemptId, BlobHash, FoldEvent, FoldIndex, FoldTask, ImageRef, JobConfig, JobId, WorkerId, pb,
+    AttemptId, BlobHash, CHUNK_SIZE, FoldEvent, FoldIndex, FoldTask, ImageRef, JobConfig, JobId,
+    WorkerId, pb,
 };
 use futures::{Stream, StreamExt};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -27,6 +31,10 @@ enum Mode {
     Honest,
     WrongAttempt,
     Refuse,
+    /// One checkpoint whose chunks never end.
+    EndlessPayload,
+    /// A new unfinished checkpoint every message, one epoch after another.
+    EndlessOpenPayloads,
 }
 
 #[derive(Clone)]
@@ -34,6 +42,34 @@ struct FakeWorker {
     mode: Mode,
     /// (authorization, traceparent) of each call.
     seen: Arc<Mutex<Vec<(String, String)>>>,
+    /// Messages the endless modes produced so far.
+    sent: Arc<AtomicUsize>,
+}
+
+impl FakeWorker {
+    /// Checkpoint chunks without end: message `i` is `chunk(i)` of epoch `epoch(i)`.
+    fn endless(
+        &self,
+        task: &FoldTask,
+        epoch: fn(u64) -> u32,
+        chunk: fn(u64) -> pb::Chunk,
+    ) -> <Self as Worker>::TrainFoldStream {
+        let (job_id, fold, attempt) = (task.job_id.to_string(), task.fold.0, task.attempt.0);
+        let sent = self.sent.clone();
+        Box::pin(futures::stream::iter(0u64..).map(move |i| {
+            sent.fetch_add(1, Ordering::SeqCst);
+            Ok(pb::FoldEvent {
+                job_id: job_id.clone(),
+                fold,
+                attempt,
+                event: Some(pb::fold_event::Event::Checkpoint(pb::CheckpointChunk {
+                    kind: pb::CheckpointKind::Latest as i32,
+                    epoch: epoch(i),
+                    chunk: Some(chunk(i)),
+                })),
+            })
+        }))
+    }
 }
 
 fn big_checkpoint() -> Vec<u8> {
@@ -74,6 +110,23 @@ impl Worker for FakeWorker {
             return Err(Status::invalid_argument("train: no training images"));
         }
         let task = FoldTask::try_from(request.into_inner())?;
+        match self.mode {
+            Mode::EndlessPayload => {
+                return Ok(Response::new(self.endless(
+                    &task,
+                    |_| 1,
+                    |i| unfinished(i * CHUNK_SIZE as u64, CHUNK_SIZE),
+                )));
+            }
+            Mode::EndlessOpenPayloads => {
+                return Ok(Response::new(self.endless(
+                    &task,
+                    |i| i as u32,
+                    |_| unfinished(0, 10),
+                )));
+            }
+            _ => {}
+        }
         let attempt = match self.mode {
             Mode::WrongAttempt => AttemptId(task.attempt.0 + 1),
             _ => task.attempt,
@@ -110,20 +163,30 @@ impl Worker for FakeWorker {
     }
 }
 
-async fn fake_worker(mode: Mode) -> (String, Arc<Mutex<Vec<(String, String)>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
+/// A chunk of `len` zeros at `offset` that is not its payload's last.
+fn unfinished(offset: u64, len: usize) -> pb::Chunk {
+    pb::Chunk {
+        offset,
+        data: vec![0; len],
+        ..Default::default()
+    }
+}
+
+/// Serves a fake worker on loopback; returns its address and a handle on what it saw.
+async fn fake_worker(mode: Mode) -> (String, FakeWorker) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let worker = FakeWorker {
         mode,
-        seen: seen.clone(),
+        seen: Arc::new(Mutex::new(Vec::new())),
+        sent: Arc::new(AtomicUsize::new(0)),
     };
     tokio::spawn(
         Server::builder()
-            .add_service(WorkerServer::new(worker))
+            .add_service(WorkerServer::new(worker.clone()))
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
-    (format!("http://{addr}"), seen)
+    (format!("http://{addr}"), worker)
 }
 
 fn task() -> FoldTask {
@@ -173,7 +236,7 @@ async fn events_arrive_whole_with_auth_and_trace_context() {
     // Single-threaded runtime: the default subscriber covers the spawned pump too.
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let (address, seen) = fake_worker(Mode::Honest).await;
+    let (address, fake) = fake_worker(Mode::Honest).await;
     let launcher = GrpcLauncher::new();
     let span = tracing::info_span!("fold_attempt");
     let trace_id = span.context().span().span_context().trace_id();
@@ -188,7 +251,7 @@ async fn events_arrive_whole_with_auth_and_trace_context() {
         matches!(&events[1], FoldEvent::Checkpoint { bytes, .. } if *bytes == big_checkpoint())
     );
     assert!(matches!(&events[2], FoldEvent::Test { probs, .. } if *probs == vec![0.25, 0.75]));
-    let seen = seen.lock().unwrap().clone();
+    let seen = fake.seen.lock().unwrap().clone();
     assert_eq!(seen[0].0, "Bearer tok");
     assert!(
         seen[0].1.contains(&trace_id.to_string()),
@@ -243,4 +306,59 @@ async fn an_unreachable_worker_is_lost_not_failed() {
         err.to_string().starts_with("worker fake: cannot connect"),
         "{err}"
     );
+}
+
+/// Waits until the fake worker stops producing: the launcher has dropped its stream.
+async fn settled(sent: &AtomicUsize) -> usize {
+    let mut last = sent.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = sent.load(Ordering::SeqCst);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the worker's stream was never cancelled: {last} messages and counting");
+}
+
+#[tokio::test]
+async fn a_payload_that_never_ends_fails_the_attempt_at_the_limit() {
+    let (address, fake) = fake_worker(Mode::EndlessPayload).await;
+    let limit = 8 * CHUNK_SIZE as u64;
+    let launcher = GrpcLauncher::new().with_payload_limits(limit, MAX_OPEN_PAYLOADS);
+    let events = collect(launcher.launch(&target(address), task())).await;
+    let [Err(err)] = &events[..] else {
+        panic!("expected one error, got {events:?}");
+    };
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "worker fake: stream over its limits: the latest checkpoint of epoch 1 ({} bytes \
+             received so far) exceeds the {limit}-byte limit on one payload",
+            limit + CHUNK_SIZE as u64
+        )
+    );
+    // The call was cancelled: the worker stopped after what the flow-control windows
+    // (8 MiB per stream, 32 MiB per connection) and the channels let it run ahead.
+    let sent = settled(&fake.sent).await;
+    assert!((9..=64).contains(&sent), "{sent} chunks sent");
+}
+
+#[tokio::test]
+async fn payloads_begun_without_end_fail_the_attempt_at_the_limit() {
+    let (address, fake) = fake_worker(Mode::EndlessOpenPayloads).await;
+    let events = collect(GrpcLauncher::new().launch(&target(address), task())).await;
+    let [Err(err)] = &events[..] else {
+        panic!("expected one error, got {events:?}");
+    };
+    assert_eq!(
+        err.to_string(),
+        "worker fake: stream over its limits: the latest checkpoint of epoch 4, begun while 4 \
+         other payloads were unfinished (the latest checkpoint of epoch 0, the latest \
+         checkpoint of epoch 1, the latest checkpoint of epoch 2, the latest checkpoint of \
+         epoch 3) exceeds the limit of 4 unfinished payloads at once"
+    );
+    assert!(settled(&fake.sent).await > MAX_OPEN_PAYLOADS);
 }

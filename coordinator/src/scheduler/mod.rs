@@ -23,8 +23,8 @@ mod grpc_tests;
 mod tests;
 
 pub use core::{JobEvent, Scheduler, SchedulerOptions};
-pub use grpc_launcher::GrpcLauncher;
 pub(crate) use grpc_launcher::authorize;
+pub use grpc_launcher::{GrpcLauncher, MAX_EVENT_PAYLOAD, MAX_OPEN_PAYLOADS};
 pub use job_spec::{ClientSeconds, JobSpec, assign_folds, fold_task};
 pub use launcher::{CallToken, FoldEventStream, FoldLauncher, SlotTarget};
 pub use metrics::{CoordinatorMetrics, Direction, LiveGauges};

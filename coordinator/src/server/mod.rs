@@ -11,9 +11,14 @@ mod start;
 mod status;
 
 #[cfg(test)]
+mod lock_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upload_tests;
 
 pub use auth::{Role, RoleGate, RoleTokens};
+pub use blobs::{MAX_UPLOAD_BLOB, UPLOAD_IDLE_TIMEOUT, UploadLimits};
 pub use metrics::serve_coordinator_metrics;
 pub use service::CoordinatorService;
 pub use start::{ServerHandle, start, start_with_launcher};

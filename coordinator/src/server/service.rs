@@ -24,11 +24,22 @@ type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 #[derive(Clone)]
 pub struct CoordinatorService {
     scheduler: Scheduler,
+    uploads: blobs::UploadLimits,
 }
 
 impl CoordinatorService {
+    /// The service over `scheduler`, with the default upload limits.
     pub fn new(scheduler: Scheduler) -> Self {
-        Self { scheduler }
+        Self {
+            scheduler,
+            uploads: blobs::UploadLimits::default(),
+        }
+    }
+
+    /// Sets what one UploadBlobs stream may send.
+    pub fn with_upload_limits(mut self, limits: blobs::UploadLimits) -> Self {
+        self.uploads = limits;
+        self
     }
 }
 
@@ -59,7 +70,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         let (metadata, _, chunks) = request.into_parts();
         let span = info_span!("receive_blobs", blobs = field::Empty, bytes = field::Empty);
         adopt_trace_context(&span, &metadata);
-        let received = blobs::receive(&self.scheduler.store().blobs, chunks)
+        let received = blobs::receive(&self.scheduler.store().blobs, self.uploads, chunks)
             .instrument(span.clone())
             .await;
         match &received {

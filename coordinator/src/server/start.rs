@@ -108,7 +108,8 @@ pub async fn start_with_launcher(
     let addr = listener
         .local_addr()
         .map_err(|e| CoordinatorError::io("reading the bound address", e))?;
-    let service = CoordinatorServer::new(CoordinatorService::new(scheduler.clone()))
+    let service = CoordinatorService::new(scheduler.clone()).with_upload_limits(config.uploads);
+    let service = CoordinatorServer::new(service)
         .max_decoding_message_size(config.max_message_size)
         .max_encoding_message_size(config.max_message_size);
     if config.token.is_some() && config.worker_token.is_none() {

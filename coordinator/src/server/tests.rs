@@ -16,20 +16,28 @@ use super::*;
 use crate::config::ServeConfig;
 use crate::scheduler::VirtualLauncher;
 
-struct TestServer {
-    dir: TempDir,
-    handle: ServerHandle,
+pub(super) struct TestServer {
+    pub(super) dir: TempDir,
+    pub(super) handle: ServerHandle,
     _stop: oneshot::Sender<()>,
 }
 
 async fn serve(token: Option<&str>, max_message_size: usize) -> TestServer {
+    serve_with(ServeConfig {
+        token: token.map(String::from),
+        max_message_size,
+        ..ServeConfig::default()
+    })
+    .await
+}
+
+/// A server on loopback port 0 and a fresh data directory, otherwise as `config` says.
+pub(super) async fn serve_with(config: ServeConfig) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
-        token: token.map(String::from),
-        max_message_size,
-        ..ServeConfig::default()
+        ..config
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = start_with_launcher(config, Arc::new(VirtualLauncher::default()), async {
@@ -46,7 +54,7 @@ async fn serve(token: Option<&str>, max_message_size: usize) -> TestServer {
 }
 
 #[derive(Clone)]
-struct Token(Option<String>);
+pub(super) struct Token(Option<String>);
 
 impl Interceptor for Token {
     fn call(
@@ -62,9 +70,9 @@ impl Interceptor for Token {
     }
 }
 
-type Client = CoordinatorClient<InterceptedService<Channel, Token>>;
+pub(super) type Client = CoordinatorClient<InterceptedService<Channel, Token>>;
 
-async fn client(server: &TestServer, token: Option<&str>) -> Client {
+pub(super) async fn client(server: &TestServer, token: Option<&str>) -> Client {
     let channel = Channel::from_shared(server.handle.url())
         .unwrap()
         .connect()
@@ -75,11 +83,11 @@ async fn client(server: &TestServer, token: Option<&str>) -> Client {
         .max_encoding_message_size(foldtrain_proto::MAX_MESSAGE_SIZE)
 }
 
-fn chunks_of(bytes: &[u8], hash: BlobHash) -> Vec<pb::BlobChunk> {
+pub(super) fn chunks_of(bytes: &[u8], hash: BlobHash) -> Vec<pb::BlobChunk> {
     foldtrain_proto::blob_chunks::chunks(hash, bytes).collect()
 }
 
-async fn missing(c: &mut Client, hashes: &[BlobHash]) -> Vec<Vec<u8>> {
+pub(super) async fn missing(c: &mut Client, hashes: &[BlobHash]) -> Vec<Vec<u8>> {
     c.missing_blobs(pb::MissingBlobsRequest {
         hashes: hashes.iter().map(|h| h.0.to_vec()).collect(),
     })

@@ -196,3 +196,35 @@ fn attempts_checkpoints_and_history_round_trip() {
     assert_eq!(attempts[0].reason, "gone");
     assert_eq!(max, AttemptId(8));
 }
+
+#[test]
+fn a_data_directory_opens_once_until_every_clone_of_its_store_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let clone = store.clone();
+    // An upload in progress, which a second open would otherwise clear away.
+    let unfinished = dir.path().join("blobs/tmp/in-progress");
+    std::fs::write(&unfinished, b"partial").unwrap();
+
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, CoordinatorError::DataDirLocked { dir: d, .. } if d == dir.path()),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&format!(
+            "another coordinator holds the data directory {}",
+            dir.path().display()
+        )),
+        "{err}"
+    );
+    assert!(
+        unfinished.exists(),
+        "the refused open touched the directory"
+    );
+
+    drop(store);
+    assert!(Store::open(dir.path()).is_err(), "a clone still holds it");
+    drop(clone);
+    Store::open(dir.path()).unwrap();
+}
