@@ -54,6 +54,13 @@ pub enum CoordinatorError {
         action: &'static str,
         needed: &'static str,
     },
+    /// A job or fold in a final state: it never moves again.
+    #[error("{what} is already {state}, a final state; it was not moved to {wanted}")]
+    AlreadyFinal {
+        what: String,
+        state: &'static str,
+        wanted: &'static str,
+    },
     #[error("stale attempt {attempt} of fold {fold} of job {job} (current: {current})")]
     StaleAttempt {
         job: JobId,
@@ -146,9 +153,10 @@ impl CoordinatorError {
             Self::BlobTooLarge { .. } => Code::ResourceExhausted,
             Self::UploadIdle { .. } => Code::DeadlineExceeded,
             Self::DataDirLocked { .. } => Code::FailedPrecondition,
-            Self::MissingImages { .. } | Self::WrongJobState { .. } | Self::StaleAttempt { .. } => {
-                Code::FailedPrecondition
-            }
+            Self::MissingImages { .. }
+            | Self::WrongJobState { .. }
+            | Self::AlreadyFinal { .. }
+            | Self::StaleAttempt { .. } => Code::FailedPrecondition,
             Self::WorkerStream { .. } | Self::ShuttingDown => Code::Unavailable,
             Self::Unauthenticated => Code::Unauthenticated,
             Self::WorkerIdTaken(_) => Code::PermissionDenied,

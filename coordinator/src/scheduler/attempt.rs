@@ -19,8 +19,7 @@ use super::metrics::{CoordinatorMetrics, Direction};
 use super::state::{FoldLive, StopReason};
 use crate::error::{CoordinatorError, Result, run_blocking};
 use crate::store::{
-    self, AttemptRecord, AttemptState, JobRecord, JobState, ProbabilitySet, Store,
-    StoredCheckpoint, now_ms,
+    self, AttemptRecord, AttemptState, JobRecord, ProbabilitySet, Store, StoredCheckpoint, now_ms,
 };
 
 /// A dispatch decided by the scheduler, ready to run.
@@ -100,6 +99,10 @@ impl AttemptRunner {
         self.record_time(launch, &clock).await;
         let outcome = match driven {
             Ok(outcome) => outcome,
+            // The job was cancelled or failed between dispatch and this write.
+            Err(e @ CoordinatorError::AlreadyFinal { .. }) => {
+                Outcome::Stopped(StopReason::JobStopped(e.to_string()))
+            }
             Err(e @ CoordinatorError::BadFoldResult { .. }) => {
                 Outcome::Failed(FoldFailure::new(FailureCause::BadResult, e.to_string()))
             }
@@ -226,13 +229,7 @@ impl AttemptRunner {
         let first = launch.first_dispatch;
         self.store
             .db
-            .call(move |c| {
-                store::folds::start_attempt(c, &record)?;
-                if first {
-                    store::jobs::set_job_state(c, &record.job, JobState::Running, "")?;
-                }
-                Ok(())
-            })
+            .call(move |c| store::folds::start_attempt(c, &record, first))
             .await
     }
 

@@ -358,14 +358,25 @@ impl Scheduler {
             FoldState::Failed
         };
         let msg = message.clone();
-        self.inner
+        let stored = self
+            .inner
             .store
             .db
             .call(move |c| {
-                store::jobs::set_job_state(c, &id, state, &msg)?;
-                store::folds::close_open_folds(c, &id, fold_state)
+                let tx = c.transaction()?;
+                store::jobs::set_job_state(&tx, &id, state, &msg)?;
+                store::folds::close_open_folds(&tx, &id, fold_state)?;
+                Ok(tx.commit()?)
             })
-            .await?;
+            .await;
+        match stored {
+            Ok(()) => {}
+            // Aggregation recorded the job's success first: that end holds.
+            Err(e @ CoordinatorError::AlreadyFinal { .. }) => {
+                span.in_scope(|| info!(error = %e, "the job ended before it could be stopped"));
+            }
+            Err(e) => return Err(e),
+        }
         self.lock().jobs.remove(job);
         self.notify(job, None, None);
         Ok(())
@@ -423,6 +434,7 @@ fn new_job_runtime(record: store::JobRecord, span: tracing::Span) -> JobRuntime 
             .map(|_| FoldRuntime {
                 state: FoldState::Queued,
                 attempts: 0,
+                charged: 0,
                 current: None,
                 latest: None,
                 live: FoldLive::default(),

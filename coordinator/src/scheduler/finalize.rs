@@ -72,9 +72,17 @@ impl Finalizer {
                 format!("results written, but the report failed: {e}")
             }
         };
-        if let Err(e) = self.record_success(job, json, message).await {
-            error!(error = %e, "recording the job's success failed");
-            return Ok(false);
+        match self.record_success(job, json, message).await {
+            Ok(()) => {}
+            // A cancel (or a failure) committed first: the job keeps that end.
+            Err(e @ CoordinatorError::AlreadyFinal { .. }) => {
+                info!(error = %e, "the job was stopped while its results were aggregated");
+                return Ok(false);
+            }
+            Err(e) => {
+                error!(error = %e, "recording the job's success failed");
+                return Ok(false);
+            }
         }
         info!(
             oof_accuracy = summary.metrics.oof.accuracy,
@@ -123,8 +131,11 @@ impl Finalizer {
         self.store
             .db
             .call(move |c| {
-                store::jobs::set_summary(c, &job, &json)?;
-                store::jobs::set_job_state(c, &job, JobState::Succeeded, &message)
+                // One transaction: a job cancelled meanwhile gets no success summary either.
+                let tx = c.transaction()?;
+                store::jobs::set_summary(&tx, &job, &json)?;
+                store::jobs::set_job_state(&tx, &job, JobState::Succeeded, &message)?;
+                Ok(tx.commit()?)
             })
             .await
     }

@@ -11,7 +11,8 @@ use super::attempt::{AttemptHost, Launch, Outcome};
 use super::core::Scheduler;
 use super::launcher::SlotTarget;
 use super::state::{FoldLive, RunningAttempt, State, StopReason};
-use crate::error::Result;
+use crate::error::{CoordinatorError, Result};
+use crate::store::folds::Charge;
 use crate::store::{self, AttemptState, FoldState, JobState, StoredCheckpoint};
 
 impl Scheduler {
@@ -68,9 +69,10 @@ impl Scheduler {
         self.inner.workers.release(&launch.target, attempt);
         self.lock().running.remove(&attempt);
         let db = &self.inner.store.db;
+        // None of these ends uses up the fold's retry budget.
         let end = |state: AttemptState, reason: &str| {
             let reason = reason.to_string();
-            db.call(move |c| store::folds::end_attempt(c, attempt, state, &reason))
+            db.call(move |c| store::folds::end_attempt(c, attempt, state, &reason, Charge::Free))
         };
         match outcome {
             Outcome::Done(summary) => {
@@ -140,19 +142,35 @@ impl Scheduler {
             // Until the worker is heard from again, the retry goes elsewhere.
             self.inner.workers.suspect(&launch.target.worker);
         }
+        // A busy slot or a stopping worker says nothing about the fold: it is retried
+        // without using up the budget.
+        let charge = if failure.cause.uses_retry_budget() {
+            Charge::Counted
+        } else {
+            Charge::Free
+        };
         let reason = failure.to_string();
         let db = &self.inner.store.db;
         db.call({
             let reason = reason.clone();
-            move |c| store::folds::end_attempt(c, attempt, state, &reason)
+            move |c| store::folds::end_attempt(c, attempt, state, &reason, charge)
         })
         .await?;
-        if !self.lock().is_current(job, fold, attempt) {
-            return Ok(());
-        }
+        let charged = {
+            let mut st = self.lock();
+            if !st.is_current(job, fold, attempt) {
+                return Ok(());
+            }
+            let Some(f) = st.fold_mut(job, fold) else {
+                return Ok(());
+            };
+            if charge == Charge::Counted {
+                f.charged += 1;
+            }
+            f.charged
+        };
         let worker = &launch.target.worker;
-        let budget_left = launch.nth < launch.job.config.train.max_attempts;
-        if failure.retryable() && (budget_left || !failure.cause.uses_retry_budget()) {
+        if failure.retryable() && charged < launch.job.config.train.max_attempts {
             warn!(cause = %failure.cause, error = %failure.message, "fold attempt failed; retrying");
             let message =
                 format!("attempt {attempt} on worker {worker} failed ({reason}); retrying");
@@ -160,10 +178,7 @@ impl Scheduler {
             return Ok(());
         }
         let message = if failure.retryable() {
-            format!(
-                "fold {fold} failed {} times; last on worker {worker}: {failure}",
-                launch.nth
-            )
+            format!("fold {fold} failed {charged} times; last on worker {worker}: {failure}")
         } else {
             format!("fold {fold} failed on worker {worker}: {failure}")
         };
@@ -179,14 +194,21 @@ impl Scheduler {
         message: String,
     ) -> Result<()> {
         let id = job.clone();
-        self.inner
+        let stored = self
+            .inner
             .store
             .db
             .call(move |c| {
                 store::folds::set_fold_state(c, &id, fold, FoldState::Queued)?;
                 store::folds::add_event(c, &id, Some(fold), Some(attempt), "retry", &message)
             })
-            .await?;
+            .await;
+        match stored {
+            Ok(()) => {}
+            // The job was stopped meanwhile: its folds are over, none is queued again.
+            Err(CoordinatorError::AlreadyFinal { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        }
         let mut st = self.lock();
         if let Some(f) = st.fold_mut(job, fold)
             && f.current == Some(attempt)

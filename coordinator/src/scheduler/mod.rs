@@ -20,6 +20,8 @@ mod workers;
 #[cfg(test)]
 mod grpc_tests;
 #[cfg(test)]
+mod race_tests;
+#[cfg(test)]
 mod tests;
 
 pub use core::{JobEvent, Scheduler, SchedulerOptions};

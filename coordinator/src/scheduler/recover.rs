@@ -22,7 +22,7 @@ pub(super) async fn recover(store: &Store) -> Result<(State, Vec<JobId>)> {
             for id in store::jobs::unfinished_jobs(c)? {
                 let record = store::jobs::load_job(c, &id)?;
                 let folds = store::folds::folds(c, &id)?;
-                for f in folds.iter().filter(|f| f.state != FoldState::Done) {
+                for f in folds.iter().filter(|f| !f.state.is_terminal()) {
                     store::folds::set_fold_state(c, &id, f.fold, FoldState::Queued)?;
                 }
                 jobs.push((record, folds));
@@ -66,6 +66,7 @@ fn resumed_job(record: JobRecord, folds: &[FoldRecord]) -> JobRuntime {
                     FoldState::Queued
                 },
                 attempts: f.attempts,
+                charged: f.charged_attempts,
                 current: None,
                 latest: f.latest_checkpoint,
                 live: FoldLive::default(),

@@ -50,6 +50,8 @@ impl FoldLive {
 pub(super) struct FoldRuntime {
     pub state: FoldState,
     pub attempts: u32,
+    /// Attempts that used up the retry budget (failed, or lost with their worker).
+    pub charged: u32,
     /// The attempt whose results are accepted; any other is stale.
     pub current: Option<AttemptId>,
     /// The checkpoint a re-dispatch resumes from.

@@ -14,13 +14,13 @@ use super::*;
 use crate::error::CoordinatorError;
 use crate::store::{self, AttemptState, JobState, Store};
 
-struct Harness {
-    _dir: TempDir,
-    scheduler: Scheduler,
-    launcher: VirtualLauncher,
+pub(super) struct Harness {
+    pub _dir: TempDir,
+    pub scheduler: Scheduler,
+    pub launcher: VirtualLauncher,
 }
 
-async fn harness(launcher: VirtualLauncher, lease: Duration) -> Harness {
+pub(super) async fn harness(launcher: VirtualLauncher, lease: Duration) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let scheduler = Scheduler::new(
@@ -38,7 +38,7 @@ async fn harness(launcher: VirtualLauncher, lease: Duration) -> Harness {
 }
 
 /// A job of `train` rows over three classes, its images uploaded to the store.
-fn spec(h: &Harness, prefix: &str, train: usize, folds: u32, epochs: u32) -> JobSpec {
+pub(super) fn spec(h: &Harness, prefix: &str, train: usize, folds: u32, epochs: u32) -> JobSpec {
     let mut config = JobConfig::default();
     config.split.folds = folds;
     config.train.epochs = epochs;
@@ -74,7 +74,7 @@ fn call_token(id: &str) -> CallToken {
 }
 
 /// Virtual worker `id` with `slots` GPUs.
-fn registration(id: &str, slots: i32) -> Registration {
+pub(super) fn registration(id: &str, slots: i32) -> Registration {
     Registration {
         id: WorkerId::new(id),
         address: format!("virtual://{id}"),
@@ -84,14 +84,14 @@ fn registration(id: &str, slots: i32) -> Registration {
     }
 }
 
-async fn register(h: &Harness, id: &str, slots: i32) {
+pub(super) async fn register(h: &Harness, id: &str, slots: i32) {
     h.scheduler
         .register_worker(registration(id, slots))
         .await
         .unwrap();
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+pub(super) async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -99,14 +99,14 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-async fn wait_job(h: &Harness, job: &JobId) -> JobState {
+pub(super) async fn wait_job(h: &Harness, job: &JobId) -> JobState {
     tokio::time::timeout(Duration::from_secs(20), h.scheduler.wait_job(job))
         .await
         .expect("job did not finish")
         .unwrap()
 }
 
-async fn attempts(h: &Harness, job: &JobId) -> Vec<store::AttemptRecord> {
+pub(super) async fn attempts(h: &Harness, job: &JobId) -> Vec<store::AttemptRecord> {
     let id = job.clone();
     h.scheduler
         .store()
@@ -116,7 +116,7 @@ async fn attempts(h: &Harness, job: &JobId) -> Vec<store::AttemptRecord> {
         .unwrap()
 }
 
-async fn job_message(h: &Harness, job: &JobId) -> String {
+pub(super) async fn job_message(h: &Harness, job: &JobId) -> String {
     let id = job.clone();
     h.scheduler
         .store()
@@ -127,7 +127,7 @@ async fn job_message(h: &Harness, job: &JobId) -> String {
         .message
 }
 
-fn retryable(cause: FailureCause) -> FoldFailure {
+pub(super) fn retryable(cause: FailureCause) -> FoldFailure {
     assert!(cause.is_retryable());
     FoldFailure::new(cause, "disk hiccup")
 }

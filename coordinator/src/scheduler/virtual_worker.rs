@@ -219,6 +219,13 @@ fn virtual_events(
             return events;
         }
     }
+    // Like a real worker, every attempt that finishes sends the best weights once, a
+    // resumed one too, whether or not it improved on its checkpoint's best.
+    events.push(Ok(FoldEvent::Checkpoint {
+        kind: CheckpointKind::Best,
+        epoch: best.0,
+        bytes: weights(classes, task.fold),
+    }));
     events.push(Ok(FoldEvent::Oof {
         rows: task.val.len() as u32,
         classes: classes as u32,
@@ -238,8 +245,8 @@ fn virtual_events(
     events
 }
 
-/// One epoch as a worker reports it: progress, metrics, a best checkpoint when the
-/// validation loss improved (`best` is (epoch, val_loss) so far), and the latest one.
+/// One epoch as a worker reports it: progress, metrics and the latest checkpoint, which
+/// carries the best (epoch, val_loss) so far.
 fn epoch_events(task: &FoldTask, epoch: u32, best: &mut (u32, f64)) -> Vec<FoldEvent> {
     let batches = task
         .train
@@ -273,11 +280,6 @@ fn epoch_events(task: &FoldTask, epoch: u32, best: &mut (u32, f64)) -> Vec<FoldE
     ];
     if vl < best.1 {
         *best = (epoch, vl);
-        events.push(FoldEvent::Checkpoint {
-            kind: CheckpointKind::Best,
-            epoch,
-            bytes: weights(task.class_names.len(), task.fold),
-        });
     }
     let checkpoint = VirtualCheckpoint {
         epoch,

@@ -2,11 +2,11 @@
 
 use foldtrain_proto::task::{CheckpointKind, EpochRecord, FoldSummary};
 use foldtrain_proto::{AttemptId, BlobHash, FoldIndex, JobId, WorkerId};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::records::{
-    AttemptRecord, AttemptState, FoldRecord, FoldState, StoredCheckpoint, blob_from_column, now_ms,
-    parse_column,
+    AttemptRecord, AttemptState, FoldRecord, FoldState, JobState, StoredCheckpoint,
+    blob_from_column, now_ms, parse_column,
 };
 use crate::error::{CoordinatorError, Result};
 
@@ -26,10 +26,19 @@ pub fn max_attempt_id(conn: &Connection) -> Result<AttemptId> {
     Ok(AttemptId(max.max(seq) as u64))
 }
 
-/// Records a new dispatch and marks its fold running. Epoch rows after the resume point
-/// belong to the abandoned attempt and are dropped, so the history stays one line per epoch.
-pub fn start_attempt(conn: &mut Connection, attempt: &AttemptRecord) -> Result<()> {
+/// Records a new dispatch and marks its fold running, and its job too on the job's first
+/// dispatch. Epoch rows after the resume point belong to the abandoned attempt and are
+/// dropped, so the history stays one line per epoch. A fold or job already over (a cancel
+/// that won the race) is not moved back: `AlreadyFinal`, and nothing is recorded.
+pub fn start_attempt(
+    conn: &mut Connection,
+    attempt: &AttemptRecord,
+    first_dispatch: bool,
+) -> Result<()> {
     let tx = conn.transaction()?;
+    if first_dispatch {
+        super::jobs::set_job_state(&tx, &attempt.job, JobState::Running, "")?;
+    }
     tx.execute(
         "INSERT INTO attempts (id, job_id, fold, worker_id, slot, state, started_ms, resumed_from_epoch) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -44,10 +53,22 @@ pub fn start_attempt(conn: &mut Connection, attempt: &AttemptRecord) -> Result<(
             attempt.resumed_from_epoch
         ],
     )?;
-    tx.execute(
-        "UPDATE folds SET state = 'running', attempts = attempts + 1 WHERE job_id = ?1 AND fold = ?2",
+    let started = tx.execute(
+        &format!(
+            "UPDATE folds SET state = 'running', attempts = attempts + 1 \
+             WHERE job_id = ?1 AND fold = ?2 AND state NOT IN {FINAL_FOLD_STATES}"
+        ),
         params![attempt.job.as_str(), attempt.fold.0],
     )?;
+    if started == 0 {
+        // The transaction rolls back: no attempt is recorded for a fold that is over.
+        return Err(fold_not_moved(
+            &tx,
+            &attempt.job,
+            attempt.fold,
+            FoldState::Running,
+        ));
+    }
     tx.execute(
         "DELETE FROM epoch_metrics WHERE job_id = ?1 AND fold = ?2 AND epoch > ?3",
         params![
@@ -70,21 +91,43 @@ pub fn start_attempt(conn: &mut Connection, attempt: &AttemptRecord) -> Result<(
     Ok(())
 }
 
-/// Closes an attempt with how it ended.
+/// The fold states no fold leaves, as an SQL list.
+const FINAL_FOLD_STATES: &str = "('done', 'failed', 'cancelled')";
+
+/// Whether an ended attempt uses up one of its fold's `train.max_attempts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// It failed, or its worker was lost: it counts.
+    Counted,
+    /// It succeeded, was cancelled, superseded, refused by a busy slot, or ended by a
+    /// coordinator restart: the fold's budget is untouched.
+    Free,
+}
+
+/// Closes an attempt with how it ended, once: an attempt already closed keeps its end.
 pub fn end_attempt(
     conn: &Connection,
     id: AttemptId,
     state: AttemptState,
     reason: &str,
+    charge: Charge,
 ) -> Result<()> {
     conn.execute(
-        "UPDATE attempts SET state = ?2, reason = ?3, ended_ms = ?4 WHERE id = ?1 AND ended_ms IS NULL",
-        params![id.0 as i64, state.as_str(), reason, now_ms()],
+        "UPDATE attempts SET state = ?2, reason = ?3, ended_ms = ?4, charged = ?5 \
+         WHERE id = ?1 AND ended_ms IS NULL",
+        params![
+            id.0 as i64,
+            state.as_str(),
+            reason,
+            now_ms(),
+            charge == Charge::Counted
+        ],
     )?;
     Ok(())
 }
 
-/// Closes every attempt still marked running (after a coordinator restart they are gone).
+/// Closes every attempt still marked running (after a coordinator restart they are gone),
+/// without charging their folds' retry budgets: the restart was not their failure.
 pub fn abandon_running_attempts(conn: &Connection, reason: &str) -> Result<usize> {
     Ok(conn.execute(
         "UPDATE attempts SET state = 'lost', reason = ?1, ended_ms = ?2 WHERE state = 'running'",
@@ -92,17 +135,53 @@ pub fn abandon_running_attempts(conn: &Connection, reason: &str) -> Result<usize
     )?)
 }
 
+/// Moves a fold that is not over yet to `state`; a fold in a final state stays there
+/// (`AlreadyFinal`).
 pub fn set_fold_state(
     conn: &Connection,
     job: &JobId,
     fold: FoldIndex,
     state: FoldState,
 ) -> Result<()> {
-    conn.execute(
-        "UPDATE folds SET state = ?3 WHERE job_id = ?1 AND fold = ?2",
+    let changed = conn.execute(
+        &format!(
+            "UPDATE folds SET state = ?3 WHERE job_id = ?1 AND fold = ?2 \
+             AND state NOT IN {FINAL_FOLD_STATES}"
+        ),
         params![job.as_str(), fold.0, state.as_str()],
     )?;
+    if changed == 0 {
+        return Err(fold_not_moved(conn, job, fold, state));
+    }
     Ok(())
+}
+
+/// Why a guarded fold update changed nothing: the fold is final, or there is none.
+fn fold_not_moved(
+    conn: &Connection,
+    job: &JobId,
+    fold: FoldIndex,
+    wanted: FoldState,
+) -> CoordinatorError {
+    let current = conn
+        .query_row(
+            "SELECT state FROM folds WHERE job_id = ?1 AND fold = ?2",
+            params![job.as_str(), fold.0],
+            |r| r.get::<_, String>(0),
+        )
+        .optional();
+    match current {
+        Ok(Some(state)) => match parse_column::<FoldState>("folds.state", &state) {
+            Ok(state) => CoordinatorError::AlreadyFinal {
+                what: format!("fold {fold} of job {job}"),
+                state: state.as_str(),
+                wanted: wanted.as_str(),
+            },
+            Err(e) => e,
+        },
+        Ok(None) => CoordinatorError::Corrupt(format!("job {job} has no fold {fold}")),
+        Err(e) => e.into(),
+    }
 }
 
 /// Marks every fold of a job not yet done with `state` (job failed or cancelled).
@@ -221,12 +300,17 @@ pub fn finish_fold(
     s: &FoldSummary,
 ) -> Result<()> {
     let tx = conn.transaction()?;
-    tx.execute(
-        "UPDATE folds SET state = 'done', best_epoch = ?3, best_val_loss = ?4, epochs_run = ?5, early_stopped = ?6 \
-         WHERE job_id = ?1 AND fold = ?2",
+    let changed = tx.execute(
+        &format!(
+            "UPDATE folds SET state = 'done', best_epoch = ?3, best_val_loss = ?4, epochs_run = ?5, \
+             early_stopped = ?6 WHERE job_id = ?1 AND fold = ?2 AND state NOT IN {FINAL_FOLD_STATES}"
+        ),
         params![job.as_str(), fold.0, s.best_epoch, s.best_val_loss, s.epochs_run, s.early_stopped],
     )?;
-    end_attempt(&tx, attempt, AttemptState::Succeeded, "")?;
+    if changed == 0 {
+        return Err(fold_not_moved(&tx, job, fold, FoldState::Done));
+    }
+    end_attempt(&tx, attempt, AttemptState::Succeeded, "", Charge::Free)?;
     tx.commit()?;
     Ok(())
 }
@@ -235,7 +319,9 @@ pub fn finish_fold(
 pub fn folds(conn: &Connection, job: &JobId) -> Result<Vec<FoldRecord>> {
     let mut stmt = conn.prepare(
         "SELECT fold, state, attempts, best_epoch, best_val_loss, epochs_run, early_stopped, \
-         latest_checkpoint, latest_epoch, best_checkpoint, best_checkpoint_epoch, oof_blob, test_blob \
+         latest_checkpoint, latest_epoch, best_checkpoint, best_checkpoint_epoch, oof_blob, test_blob, \
+         (SELECT COUNT(*) FROM attempts a WHERE a.job_id = folds.job_id AND a.fold = folds.fold \
+          AND a.charged = 1) \
          FROM folds WHERE job_id = ?1 ORDER BY fold",
     )?;
     let mut rows = stmt.query([job.as_str()])?;
@@ -260,6 +346,7 @@ pub fn folds(conn: &Connection, job: &JobId) -> Result<Vec<FoldRecord>> {
             best_checkpoint: checkpoint(r.get(9)?, r.get(10)?)?,
             oof_blob: blob_from_column(r.get(11)?)?,
             test_blob: blob_from_column(r.get(12)?)?,
+            charged_attempts: r.get(13)?,
         });
     }
     Ok(out)

@@ -187,15 +187,28 @@ pub fn unfinished_jobs(conn: &Connection) -> Result<Vec<JobId>> {
     rows.map(|r| Ok(JobId::new(r?))).collect()
 }
 
-/// Moves a job to `state`; terminal states also record when and why.
+/// The job states no job leaves, as an SQL list.
+pub(super) const FINAL_JOB_STATES: &str = "('succeeded', 'failed', 'cancelled')";
+
+/// Moves a job to `state`; terminal states also record when and why. A job already in a
+/// final state stays there: `AlreadyFinal`, and nothing is written. Of two racing final
+/// states (a cancel and the end of aggregation) the first to commit is the one that holds.
 pub fn set_job_state(conn: &Connection, id: &JobId, state: JobState, message: &str) -> Result<()> {
     let finished = state.is_terminal().then(now_ms);
     let changed = conn.execute(
-        "UPDATE jobs SET state = ?2, message = ?3, finished_ms = COALESCE(?4, finished_ms) WHERE id = ?1",
+        &format!(
+            "UPDATE jobs SET state = ?2, message = ?3, finished_ms = COALESCE(?4, finished_ms) \
+             WHERE id = ?1 AND state NOT IN {FINAL_JOB_STATES}"
+        ),
         params![id.as_str(), state.as_str(), message, finished],
     )?;
     if changed == 0 {
-        return Err(CoordinatorError::UnknownJob(id.clone()));
+        let current = job_summary(conn, id)?.state;
+        return Err(CoordinatorError::AlreadyFinal {
+            what: format!("job {id}"),
+            state: current.as_str(),
+            wanted: state.as_str(),
+        });
     }
     conn.execute(
         "INSERT INTO events (job_id, at_ms, kind, message) VALUES (?1, ?2, ?3, ?4)",

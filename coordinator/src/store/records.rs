@@ -73,6 +73,9 @@ pub struct FoldRecord {
     pub state: FoldState,
     /// Dispatches made so far.
     pub attempts: u32,
+    /// Attempts that used up the fold's retry budget (`train.max_attempts`): the failed
+    /// ones and those whose worker was lost.
+    pub charged_attempts: u32,
     pub best_epoch: Option<u32>,
     pub best_val_loss: Option<f64>,
     pub epochs_run: Option<u32>,

@@ -108,6 +108,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job_id, fold, phase)
     );
     "#,
+    // 3: whether an attempt used up one of its fold's train.max_attempts. Attempts that
+    // ended before it existed are charged by their recorded cause: every failure but a
+    // busy slot or a stopping worker, and a lost worker.
+    r#"
+    ALTER TABLE attempts ADD COLUMN charged INTEGER NOT NULL DEFAULT 0;
+    UPDATE attempts SET charged = 1
+     WHERE (state = 'failed' AND reason NOT LIKE 'busy:%' AND reason NOT LIKE 'worker_stopping:%')
+        OR (state = 'lost' AND reason LIKE 'worker_lost:%');
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -5,6 +5,7 @@ use foldtrain_proto::task::{CheckpointKind, EpochRecord, FoldSummary};
 use foldtrain_proto::{AttemptId, BlobHash, FoldIndex, ImageRef, JobConfig, JobId, WorkerId};
 
 use super::*;
+use crate::store::folds::Charge;
 
 fn record() -> JobRecord {
     let image = |name: &str, label: Option<u32>, group: &str| ImageRef {
@@ -114,18 +115,7 @@ fn attempts_checkpoints_and_history_round_trip() {
         .db
         .call_blocking(|c| jobs::insert_job(c, &job))
         .unwrap();
-    let attempt = |id: u64, resumed: u32| AttemptRecord {
-        id: AttemptId(id),
-        job: job.id.clone(),
-        fold: FoldIndex(1),
-        worker: WorkerId::new("w"),
-        slot: 0,
-        state: AttemptState::Running,
-        reason: String::new(),
-        started_ms: 5,
-        ended_ms: None,
-        resumed_from_epoch: resumed,
-    };
+    let attempt = |id: u64, resumed: u32| running_attempt(&job.id, id, 1, resumed);
     let epoch = |e: u32| EpochRecord {
         epoch: e,
         val_loss: 1.0 / e as f64,
@@ -134,7 +124,7 @@ fn attempts_checkpoints_and_history_round_trip() {
     store
         .db
         .call_blocking(|c| {
-            folds::start_attempt(c, &attempt(7, 0))?;
+            folds::start_attempt(c, &attempt(7, 0), true)?;
             for e in 1..=3 {
                 folds::record_epoch(c, &job.id, FoldIndex(1), AttemptId(7), &epoch(e))?;
             }
@@ -146,9 +136,9 @@ fn attempts_checkpoints_and_history_round_trip() {
                 BlobHash::of(b"e2"),
                 2,
             )?;
-            folds::end_attempt(c, AttemptId(7), AttemptState::Lost, "gone")?;
+            folds::end_attempt(c, AttemptId(7), AttemptState::Lost, "gone", Charge::Counted)?;
             // The retry resumes after epoch 2: epoch 3 of the lost attempt is dropped.
-            folds::start_attempt(c, &attempt(8, 2))?;
+            folds::start_attempt(c, &attempt(8, 2), false)?;
             folds::record_epoch(c, &job.id, FoldIndex(1), AttemptId(8), &epoch(3))?;
             folds::finish_fold(
                 c,
@@ -181,6 +171,7 @@ fn attempts_checkpoints_and_history_round_trip() {
     );
     assert_eq!(fold.state, FoldState::Done);
     assert_eq!(fold.attempts, 2);
+    assert_eq!(fold.charged_attempts, 1);
     assert_eq!(fold.best_epoch, Some(3));
     assert_eq!(
         fold.latest_checkpoint,
@@ -227,4 +218,150 @@ fn a_data_directory_opens_once_until_every_clone_of_its_store_is_gone() {
     assert!(Store::open(dir.path()).is_err(), "a clone still holds it");
     drop(clone);
     Store::open(dir.path()).unwrap();
+}
+
+#[test]
+fn final_states_never_move_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let job = record();
+    let attempt = |id: u64, fold: u32| running_attempt(&job.id, id, fold, 0);
+    store
+        .db
+        .call_blocking(|c| {
+            jobs::insert_job(c, &job)?;
+            folds::start_attempt(c, &attempt(1, 0), true)?;
+            jobs::set_job_state(c, &job.id, JobState::Cancelled, "cancelled by request")?;
+            folds::close_open_folds(c, &job.id, FoldState::Cancelled)
+        })
+        .unwrap();
+
+    // Every way back out of a final state is refused, naming what and why.
+    let refused = |what: &str, result: crate::error::Result<()>| {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, CoordinatorError::AlreadyFinal { .. }),
+            "{what}: {err}"
+        );
+        err.to_string()
+    };
+    let message = refused(
+        "job to running",
+        store
+            .db
+            .call_blocking(|c| jobs::set_job_state(c, &job.id, JobState::Running, "")),
+    );
+    assert_eq!(
+        message,
+        format!(
+            "job {} is already cancelled, a final state; it was not moved to running",
+            job.id
+        )
+    );
+    refused(
+        "job to succeeded",
+        store
+            .db
+            .call_blocking(|c| jobs::set_job_state(c, &job.id, JobState::Succeeded, "")),
+    );
+    let message = refused(
+        "fold to queued",
+        store
+            .db
+            .call_blocking(|c| folds::set_fold_state(c, &job.id, FoldIndex(1), FoldState::Queued)),
+    );
+    assert!(message.starts_with("fold 1 of job"), "{message}");
+    refused(
+        "a new attempt",
+        store
+            .db
+            .call_blocking(|c| folds::start_attempt(c, &attempt(2, 1), false)),
+    );
+    refused(
+        "fold done",
+        store.db.call_blocking(|c| {
+            folds::finish_fold(
+                c,
+                &job.id,
+                FoldIndex(0),
+                AttemptId(1),
+                &FoldSummary {
+                    best_epoch: 1,
+                    best_val_loss: 0.5,
+                    epochs_run: 1,
+                    early_stopped: false,
+                },
+            )
+        }),
+    );
+
+    // Nothing of the refused writes is left behind.
+    let (summary, folds, attempts, unfinished) = store
+        .db
+        .call_blocking(|c| {
+            Ok((
+                jobs::job_summary(c, &job.id)?,
+                folds::folds(c, &job.id)?,
+                folds::attempts(c, &job.id)?,
+                jobs::unfinished_jobs(c)?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(summary.state, JobState::Cancelled);
+    assert_eq!(summary.message, "cancelled by request");
+    assert!(folds.iter().all(|f| f.state == FoldState::Cancelled));
+    assert_eq!(attempts.len(), 1, "the refused attempt was recorded");
+    assert!(unfinished.is_empty(), "a cancelled job would be restarted");
+}
+
+#[test]
+fn busy_and_restart_endings_leave_the_retry_budget_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let job = record();
+    let attempt = |id: u64| running_attempt(&job.id, id, 0, 0);
+    let fold0 = store
+        .db
+        .call_blocking(|c| {
+            jobs::insert_job(c, &job)?;
+            folds::start_attempt(c, &attempt(1), true)?;
+            folds::end_attempt(
+                c,
+                AttemptId(1),
+                AttemptState::Failed,
+                "busy: slot 0 is busy",
+                Charge::Free,
+            )?;
+            folds::start_attempt(c, &attempt(2), false)?;
+            folds::abandon_running_attempts(c, "coordinator restarted")?;
+            folds::start_attempt(c, &attempt(3), false)?;
+            folds::end_attempt(
+                c,
+                AttemptId(3),
+                AttemptState::Failed,
+                "device: out of memory",
+                Charge::Counted,
+            )?;
+            // A second end of the same attempt changes nothing.
+            folds::end_attempt(c, AttemptId(3), AttemptState::Lost, "again", Charge::Free)?;
+            Ok(folds::folds(c, &job.id)?.remove(0))
+        })
+        .unwrap();
+    assert_eq!((fold0.attempts, fold0.charged_attempts), (3, 1));
+}
+
+/// Attempt `id` of `fold`, just dispatched to worker w, resuming after `resumed`.
+fn running_attempt(job: &JobId, id: u64, fold: u32, resumed: u32) -> AttemptRecord {
+    AttemptRecord {
+        id: AttemptId(id),
+        job: job.clone(),
+        fold: FoldIndex(fold),
+        worker: WorkerId::new("w"),
+        slot: 0,
+        state: AttemptState::Running,
+        reason: String::new(),
+        started_ms: 5,
+        ended_ms: None,
+        resumed_from_epoch: resumed,
+    }
 }
