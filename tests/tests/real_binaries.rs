@@ -133,7 +133,39 @@ fn serve_two_workers_submit_watch_results() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("token"), "{err}");
+
+    // Deleting the job frees everything it stored: no other job shares its blobs.
+    let deleted = ok(&mut client(&["delete", &job]));
+    assert!(
+        deleted.starts_with(&format!("deleted job {job}: ")) && deleted.contains("0 shared"),
+        "{deleted}"
+    );
+    let coord = dir.path().join("coord");
+    assert!(!coord.join("jobs").join(&job).exists());
+    let left: Vec<_> = walkdir_files(&coord.join("blobs"))
+        .into_iter()
+        .filter(|p| !p.starts_with(coord.join("blobs/tmp")))
+        .collect();
+    assert!(left.is_empty(), "blobs left after delete: {left:?}");
+    let out = run(&mut client(&["status", &job]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("no job {job}")), "{err}");
     drop(workers);
+}
+
+/// Every file under `dir`, at any depth.
+fn walkdir_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walkdir_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 #[test]

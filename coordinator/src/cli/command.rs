@@ -36,6 +36,8 @@ pub enum Command {
     Status(jobs::StatusArgs),
     /// Cancel a job.
     Cancel(jobs::CancelArgs),
+    /// Delete a finished job: its records, results and the stored files only it used.
+    Delete(jobs::DeleteArgs),
     /// List the workers the coordinator knows.
     Workers(jobs::WorkersArgs),
     /// Download a job's results.
@@ -75,6 +77,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Watch(args) => jobs::watch(args),
         Command::Status(args) => jobs::status(args),
         Command::Cancel(args) => jobs::cancel(args),
+        Command::Delete(args) => jobs::delete(args),
         Command::Workers(args) => jobs::workers(args),
         Command::Results(args) => jobs::results(args),
         Command::Run(args) => super::run::run(*args),

@@ -1,4 +1,4 @@
-//! `foldtrain watch | status | cancel | workers | results`: asking a coordinator about
+//! `foldtrain watch | status | cancel | delete | workers | results`: asking a coordinator about
 //! jobs and workers, as text for people or `--json` for scripts.
 
 use std::path::PathBuf;
@@ -45,6 +45,15 @@ pub struct CancelArgs {
     /// Print the job's status afterwards as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The finished job to delete: its records, result files, and every stored image,
+    /// checkpoint and probability file that no other job uses.
+    pub job: String,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -145,6 +154,20 @@ pub fn cancel(args: CancelArgs) -> CommandResult {
         } else {
             println!("job {}: {}", status.job_id, status.state().as_str());
         }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn delete(args: DeleteArgs) -> CommandResult {
+    with_client(&args.client, |client| async move {
+        let deleted = client.delete(&JobId::new(args.job)).await?;
+        println!(
+            "deleted job {}: {} blobs removed ({:.1} MB freed), {} shared with other jobs kept",
+            deleted.job_id,
+            deleted.blobs_removed,
+            deleted.bytes_freed as f64 / 1e6,
+            deleted.blobs_kept
+        );
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -33,6 +33,15 @@ impl Client {
             .map_err(|s| self.error("cancel job", Some(job), s))
     }
 
+    /// Deletes a finished job and the blobs only it referred to; what was freed.
+    pub async fn delete(&self, job: &JobId) -> Result<pb::DeleteJobResponse, ClientError> {
+        self.rpc()
+            .delete_job(job_request(job))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.error("delete job", Some(job), s))
+    }
+
     /// Every worker the coordinator knows, alive or not.
     pub async fn workers(&self) -> Result<Vec<pb::WorkerStatus>, ClientError> {
         self.rpc()

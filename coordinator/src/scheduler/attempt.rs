@@ -10,7 +10,7 @@ use foldtrain_proto::task::{CheckpointKind, EpochRecord, FoldFailure, FoldSummar
 use foldtrain_proto::{AttemptId, BlobHash, FailureCause, FoldEvent, FoldIndex, JobId};
 use futures::StreamExt;
 use tokio::sync::watch;
-use tracing::{Instrument, Span, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use super::attempt_clock::AttemptClock;
 use super::job_spec::fold_task;
@@ -336,14 +336,12 @@ impl AttemptRunner {
         self.metrics.streamed(Direction::Checkpoint, bytes.len());
         let span = info_span!("store_checkpoint", ?kind, epoch, bytes = bytes.len());
         let (id, fold) = (launch.job.id.clone(), launch.fold);
-        async {
-            let blob = self.put_blob(bytes).await?;
-            self.store
-                .db
-                .call(move |c| store::folds::set_checkpoint(c, &id, fold, kind, blob, epoch))
-                .await?;
+        let blobs = self.store.blobs.clone();
+        self.store_blob(bytes, move |c, blob| {
+            let superseded = store::folds::set_checkpoint(c, &id, fold, kind, blob, epoch)?;
+            release(&blobs, superseded);
             Ok(blob)
-        }
+        })
         .instrument(span)
         .await
     }
@@ -400,16 +398,41 @@ impl AttemptRunner {
             )));
         }
         let (id, fold, attempt) = (launch.job.id.clone(), launch.fold, launch.attempt);
+        let blobs = self.store.blobs.clone();
         self.store
             .db
-            .call(move |c| store::folds::finish_fold(c, &id, fold, attempt, &summary))
+            .call(move |c| {
+                let latest = store::folds::finish_fold(c, &id, fold, attempt, &summary)?;
+                release(&blobs, latest);
+                Ok(())
+            })
             .await?;
         Ok(Outcome::Done(summary))
     }
 
-    async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobHash> {
+    /// Writes `bytes` as a blob, then lets `refer` point the store at it. Blobs are only
+    /// removed inside a database call, once nothing refers to them; `refer` runs in one
+    /// too, after making sure the blob is still there (an identical blob released
+    /// meanwhile is written again), so a stored reference never names a missing blob.
+    async fn store_blob<R: Send + 'static>(
+        &self,
+        bytes: Vec<u8>,
+        refer: impl FnOnce(&mut rusqlite::Connection, BlobHash) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
         let blobs = self.store.blobs.clone();
-        run_blocking("blob write", move || blobs.put(&bytes)).await
+        // The slow part, the write and its fsync, stays outside the database lock.
+        let (blob, bytes) =
+            run_blocking("blob write", move || Ok((blobs.put(&bytes)?, bytes))).await?;
+        let blobs = self.store.blobs.clone();
+        self.store
+            .db
+            .call(move |c| {
+                if !blobs.contains(&blob) {
+                    blobs.put(&bytes)?;
+                }
+                refer(c, blob)
+            })
+            .await
     }
 
     async fn store_probabilities(
@@ -427,14 +450,25 @@ impl AttemptRunner {
             });
         }
         let bytes: Vec<u8> = probs.iter().flat_map(|p| p.to_le_bytes()).collect();
-        let blob = self.put_blob(bytes).await?;
-        self.store
-            .db
-            .call(move |c| store::folds::set_probabilities(c, &id, fold, set, blob))
-            .await
+        self.store_blob(bytes, move |c, blob| {
+            store::folds::set_probabilities(c, &id, fold, set, blob)
+        })
+        .await
     }
 }
 
 fn lost(message: String) -> FoldFailure {
     FoldFailure::new(FailureCause::WorkerLost, message)
+}
+
+/// Removes a checkpoint blob nothing refers to any more; called inside the database call
+/// that let go of it. Failing only costs disk, so it is logged, not fatal.
+fn release(blobs: &store::BlobStore, blob: Option<BlobHash>) {
+    let Some(blob) = blob else {
+        return;
+    };
+    match blobs.remove(&blob) {
+        Ok(bytes) => debug!(%blob, bytes, "superseded checkpoint removed"),
+        Err(e) => warn!(%blob, error = %e, "removing a superseded checkpoint failed"),
+    }
 }

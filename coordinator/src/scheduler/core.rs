@@ -59,6 +59,18 @@ pub(super) struct Inner {
     pub finalizer: Finalizer,
     pub events: broadcast::Sender<JobEvent>,
     pub metrics: CoordinatorMetrics,
+    /// Submissions hold it shared from their blob check to their insert; a deletion holds
+    /// it alone, so no job is accepted on an image that is being removed.
+    pub blob_gc: tokio::sync::RwLock<()>,
+}
+
+/// What deleting a job freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobDeletion {
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+    /// Blobs other jobs still refer to, which stayed.
+    pub blobs_kept: u64,
 }
 
 impl Scheduler {
@@ -81,6 +93,7 @@ impl Scheduler {
                 store,
                 events,
                 metrics,
+                blob_gc: tokio::sync::RwLock::new(()),
             }),
         };
         for job in finished {
@@ -219,6 +232,7 @@ impl Scheduler {
         if self.lock().shutting_down {
             return Err(CoordinatorError::ShuttingDown);
         }
+        let _no_deletion = self.inner.blob_gc.read().await;
         let id = new_job_id();
         let client = spec.client;
         let blobs = self.inner.store.blobs.clone();
@@ -325,6 +339,56 @@ impl Scheduler {
         }
         self.stop_job(job, JobState::Cancelled, "cancelled by request".into())
             .await
+    }
+
+    /// Deletes a finished job: its rows, its result files and every blob of it that no
+    /// other job refers to. A job still queued, running or being aggregated is refused.
+    pub async fn delete_job(&self, job: &JobId) -> Result<JobDeletion> {
+        let refuse = |state: JobState| CoordinatorError::WrongJobState {
+            job: job.clone(),
+            state: state.as_str().into(),
+            action: "delete",
+            needed: "finished (succeeded, failed or cancelled)",
+        };
+        if let Some(state) = self.live_job_state(job) {
+            return Err(refuse(state));
+        }
+        let _alone = self.inner.blob_gc.write().await;
+        let (id, blobs) = (job.clone(), self.inner.store.blobs.clone());
+        // Blobs go inside the database call that released them, as everywhere: no
+        // reference to one can be stored between the check and the removal.
+        let (deleted, bytes_freed) = self
+            .inner
+            .store
+            .db
+            .call(move |c| {
+                let deleted = store::jobs::delete_job(c, &id)?;
+                let mut freed = 0;
+                for blob in &deleted.released {
+                    freed += blobs.remove(blob)?;
+                }
+                Ok((deleted, freed))
+            })
+            .await?;
+        let dir = self.inner.store.job_dir(job);
+        let released = deleted.released.len() as u64;
+        run_blocking("job deletion", move || {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CoordinatorError::io(
+                    format!("removing {}", dir.display()),
+                    e,
+                )),
+                _ => Ok(()),
+            }
+        })
+        .await?;
+        let deletion = JobDeletion {
+            blobs_removed: released,
+            bytes_freed,
+            blobs_kept: deleted.kept as u64,
+        };
+        info!(job = %job, ?deletion, "job deleted");
+        Ok(deletion)
     }
 
     /// Moves an active job to a terminal failure state and stops its attempts.

@@ -22,9 +22,11 @@ mod grpc_tests;
 #[cfg(test)]
 mod race_tests;
 #[cfg(test)]
+mod storage_tests;
+#[cfg(test)]
 mod tests;
 
-pub use core::{JobEvent, Scheduler, SchedulerOptions};
+pub use core::{JobDeletion, JobEvent, Scheduler, SchedulerOptions};
 pub(crate) use grpc_launcher::authorize;
 pub use grpc_launcher::{GrpcLauncher, MAX_EVENT_PAYLOAD, MAX_OPEN_PAYLOADS};
 pub use job_spec::{ClientSeconds, JobSpec, assign_folds, fold_task};

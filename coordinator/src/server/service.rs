@@ -152,6 +152,20 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         ))
     }
 
+    async fn delete_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        let id = convert::job_id(&request.into_inner().job_id)?;
+        let deleted = self.scheduler.delete_job(&id).await?;
+        Ok(Response::new(pb::DeleteJobResponse {
+            job_id: id.to_string(),
+            blobs_removed: deleted.blobs_removed,
+            bytes_freed: deleted.bytes_freed,
+            blobs_kept: deleted.blobs_kept,
+        }))
+    }
+
     async fn list_jobs(
         &self,
         _request: Request<pb::ListJobsRequest>,

@@ -81,6 +81,24 @@ impl BlobStore {
         Ok(hash)
     }
 
+    /// Removes a blob nothing refers to any more (the caller checked, see
+    /// [`super::refs::unreferenced`]) and returns the bytes freed; a blob already gone
+    /// frees nothing.
+    pub fn remove(&self, hash: &BlobHash) -> Result<u64> {
+        let path = self.path(hash);
+        let io = |e| CoordinatorError::io(format!("removing {}", path.display()), e);
+        let size = match fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io(e)),
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(size),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io(e)),
+        }
+    }
+
     pub fn read(&self, hash: &BlobHash) -> Result<Vec<u8>> {
         let path = self.path(hash);
         fs::read(&path).map_err(|e| match e.kind() {

@@ -248,7 +248,9 @@ pub fn history(conn: &Connection, job: &JobId, fold: FoldIndex) -> Result<Vec<Ep
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Points the fold at a newly stored checkpoint blob.
+/// Points the fold at a newly stored checkpoint blob. Returns the checkpoint it
+/// supersedes when nothing refers to it any more: the caller removes its blob, so a
+/// fold's checkpoints take the room of one, not of one per epoch.
 pub fn set_checkpoint(
     conn: &Connection,
     job: &JobId,
@@ -256,7 +258,19 @@ pub fn set_checkpoint(
     kind: CheckpointKind,
     blob: BlobHash,
     epoch: u32,
-) -> Result<()> {
+) -> Result<Option<BlobHash>> {
+    let column = match kind {
+        CheckpointKind::Latest => "latest_checkpoint",
+        CheckpointKind::Best => "best_checkpoint",
+    };
+    let previous: Option<Vec<u8>> = conn
+        .query_row(
+            &format!("SELECT {column} FROM folds WHERE job_id = ?1 AND fold = ?2"),
+            params![job.as_str(), fold.0],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
     let sql = match kind {
         CheckpointKind::Latest => {
             "UPDATE folds SET latest_checkpoint = ?3, latest_epoch = ?4 WHERE job_id = ?1 AND fold = ?2"
@@ -266,7 +280,8 @@ pub fn set_checkpoint(
         }
     };
     conn.execute(sql, params![job.as_str(), fold.0, &blob.0[..], epoch])?;
-    Ok(())
+    let previous = blob_from_column(previous)?.filter(|p| *p != blob);
+    Ok(super::refs::unreferenced(conn, previous)?.pop())
 }
 
 /// Which probability set a blob holds.
@@ -291,14 +306,16 @@ pub fn set_probabilities(
     Ok(())
 }
 
-/// Marks a fold done with its summary and closes the attempt that finished it.
+/// Marks a fold done with its summary and closes the attempt that finished it. A done
+/// fold is never resumed, so its latest checkpoint is let go: returned when nothing else
+/// refers to it, for the caller to remove.
 pub fn finish_fold(
     conn: &mut Connection,
     job: &JobId,
     fold: FoldIndex,
     attempt: AttemptId,
     s: &FoldSummary,
-) -> Result<()> {
+) -> Result<Option<BlobHash>> {
     let tx = conn.transaction()?;
     let changed = tx.execute(
         &format!(
@@ -311,8 +328,18 @@ pub fn finish_fold(
         return Err(fold_not_moved(&tx, job, fold, FoldState::Done));
     }
     end_attempt(&tx, attempt, AttemptState::Succeeded, "", Charge::Free)?;
+    let latest: Option<Vec<u8>> = tx.query_row(
+        "SELECT latest_checkpoint FROM folds WHERE job_id = ?1 AND fold = ?2",
+        params![job.as_str(), fold.0],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "UPDATE folds SET latest_checkpoint = NULL WHERE job_id = ?1 AND fold = ?2",
+        params![job.as_str(), fold.0],
+    )?;
+    let released = super::refs::unreferenced(&tx, blob_from_column(latest)?)?.pop();
     tx.commit()?;
-    Ok(())
+    Ok(released)
 }
 
 /// Every fold of a job, in fold order.

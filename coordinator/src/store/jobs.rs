@@ -240,3 +240,65 @@ pub fn load_epochs_setting(conn: &Connection, id: &JobId) -> Result<u32> {
         .map_err(|e| CoordinatorError::Corrupt(format!("job {id} config: {e}")))?;
     Ok(config.train.epochs)
 }
+
+/// What deleting a job let go of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeletedJob {
+    /// Blobs of the job nothing refers to any more: the caller removes them.
+    pub released: Vec<foldtrain_proto::BlobHash>,
+    /// Blobs of the job that other jobs still refer to, which stay.
+    pub kept: usize,
+}
+
+/// Deletes a finished job's rows (images, folds, attempts, epochs, events, timings) in
+/// one transaction, and says which of its blobs nothing refers to any more. A job still
+/// queued or running is refused: cancel it first.
+pub fn delete_job(conn: &mut Connection, id: &JobId) -> Result<DeletedJob> {
+    let tx = conn.transaction()?;
+    let state = job_summary(&tx, id)?.state;
+    if !state.is_terminal() {
+        return Err(CoordinatorError::WrongJobState {
+            job: id.clone(),
+            state: state.as_str().into(),
+            action: "delete",
+            needed: "finished (succeeded, failed or cancelled)",
+        });
+    }
+    let mut blobs = Vec::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT hash FROM job_images WHERE job_id = ?1 \
+             UNION SELECT latest_checkpoint FROM folds WHERE job_id = ?1 \
+             UNION SELECT best_checkpoint FROM folds WHERE job_id = ?1 \
+             UNION SELECT oof_blob FROM folds WHERE job_id = ?1 \
+             UNION SELECT test_blob FROM folds WHERE job_id = ?1",
+        )?;
+        let mut rows = stmt.query([id.as_str()])?;
+        while let Some(row) = rows.next()? {
+            if let Some(blob) = super::records::blob_from_column(row.get(0)?)? {
+                blobs.push(blob);
+            }
+        }
+    }
+    for table in [
+        "events",
+        "epoch_metrics",
+        "phase_seconds",
+        "attempts",
+        "folds",
+        "job_images",
+        "jobs",
+    ] {
+        let key = if table == "jobs" { "id" } else { "job_id" };
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE {key} = ?1"),
+            [id.as_str()],
+        )?;
+    }
+    let released = super::refs::unreferenced(&tx, blobs.iter().copied())?;
+    tx.commit()?;
+    Ok(DeletedJob {
+        kept: blobs.len() - released.len(),
+        released,
+    })
+}

@@ -8,6 +8,7 @@ pub mod folds;
 pub mod jobs;
 mod lock;
 mod records;
+pub mod refs;
 mod schema;
 pub mod timing;
 pub mod workers;

@@ -117,6 +117,10 @@ const MIGRATIONS: &[&str] = &[
      WHERE (state = 'failed' AND reason NOT LIKE 'busy:%' AND reason NOT LIKE 'worker_stopping:%')
         OR (state = 'lost' AND reason LIKE 'worker_lost:%');
     "#,
+    // 4: finding who still refers to a blob (an image shared by jobs) without a scan.
+    r#"
+    CREATE INDEX job_images_by_hash ON job_images(hash);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -121,7 +121,7 @@ fn attempts_checkpoints_and_history_round_trip() {
         val_loss: 1.0 / e as f64,
         ..Default::default()
     };
-    store
+    let released = store
         .db
         .call_blocking(|c| {
             folds::start_attempt(c, &attempt(7, 0), true)?;
@@ -173,13 +173,9 @@ fn attempts_checkpoints_and_history_round_trip() {
     assert_eq!(fold.attempts, 2);
     assert_eq!(fold.charged_attempts, 1);
     assert_eq!(fold.best_epoch, Some(3));
-    assert_eq!(
-        fold.latest_checkpoint,
-        Some(StoredCheckpoint {
-            blob: BlobHash::of(b"e2"),
-            epoch: 2
-        })
-    );
+    // A done fold is never resumed: its latest checkpoint is let go.
+    assert_eq!(fold.latest_checkpoint, None);
+    assert_eq!(released, Some(BlobHash::of(b"e2")));
     assert_eq!(
         attempts.iter().map(|a| a.state).collect::<Vec<_>>(),
         [AttemptState::Lost, AttemptState::Succeeded]
@@ -292,6 +288,7 @@ fn final_states_never_move_again() {
                     early_stopped: false,
                 },
             )
+            .map(drop)
         }),
     );
 
@@ -364,4 +361,39 @@ fn running_attempt(job: &JobId, id: u64, fold: u32, resumed: u32) -> AttemptReco
         ended_ms: None,
         resumed_from_epoch: resumed,
     }
+}
+
+#[test]
+fn a_superseded_checkpoint_is_released_unless_something_still_refers_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let job = record();
+    let (a, b, shared) = (
+        BlobHash::of(b"epoch 1"),
+        BlobHash::of(b"epoch 2"),
+        BlobHash::of(b"shared"),
+    );
+    let id = job.id.clone();
+    let set = |fold: u32, kind: CheckpointKind, blob: BlobHash, epoch: u32| {
+        store
+            .db
+            .call_blocking(|c| folds::set_checkpoint(c, &id, FoldIndex(fold), kind, blob, epoch))
+    };
+    store
+        .db
+        .call_blocking(|c| jobs::insert_job(c, &job))
+        .unwrap();
+    assert_eq!(set(0, CheckpointKind::Latest, a, 1).unwrap(), None);
+    assert_eq!(set(0, CheckpointKind::Latest, b, 2).unwrap(), Some(a));
+    // The same checkpoint stored again supersedes nothing.
+    assert_eq!(set(0, CheckpointKind::Latest, b, 2).unwrap(), None);
+    // A blob another fold (or the best slot) still holds stays.
+    assert_eq!(set(1, CheckpointKind::Latest, shared, 1).unwrap(), None);
+    assert_eq!(set(0, CheckpointKind::Best, shared, 1).unwrap(), None);
+    assert_eq!(set(1, CheckpointKind::Latest, a, 2).unwrap(), None);
+    assert_eq!(set(0, CheckpointKind::Best, b, 2).unwrap(), Some(shared));
+    // An image's hash is a reference too.
+    let image = job.train[0].hash;
+    assert_eq!(set(1, CheckpointKind::Best, image, 1).unwrap(), None);
+    assert_eq!(set(1, CheckpointKind::Best, a, 3).unwrap(), None);
 }

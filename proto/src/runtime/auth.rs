@@ -173,7 +173,7 @@ pub fn coordinator_policy(method: &str) -> &'static [Role] {
         "RegisterWorker" | "Heartbeat" | "DownloadBlobs" => &[Role::Worker],
         "MissingBlobs" => &[Role::User, Role::Worker],
         "UploadBlobs" | "SubmitJob" | "GetJob" | "WatchJob" | "CancelJob" | "ListJobs"
-        | "DownloadArtifact" | "ListArtifacts" | "ListWorkers" => &[Role::User],
+        | "DownloadArtifact" | "ListArtifacts" | "ListWorkers" | "DeleteJob" => &[Role::User],
         _ => &[],
     }
 }
