@@ -1,6 +1,7 @@
 //! Shared helpers for foldtrain's cross-process and end-to-end tests.
 
 pub mod cluster;
+pub mod freezing_proxy;
 pub mod otlp_receiver;
 pub mod procs;
 pub mod traced_job;

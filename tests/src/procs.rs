@@ -251,16 +251,23 @@ pub fn serve(data_dir: &Path, port: u16, lease_ms: u64, log: &Path) -> (Process,
 /// A `foldtrain-worker` with one CPU slot, registered with `url`; returns its id. It
 /// reports progress after every batch, so tests see exactly how far a fold got.
 pub fn worker(url: &str, cache_dir: &Path, log: &Path) -> (Process, String) {
+    worker_with(url, cache_dir, log, &[])
+}
+
+/// [`worker`] with more flags (`--listen`, `--advertise`, ...).
+pub fn worker_with(url: &str, cache_dir: &Path, log: &Path, extra: &[&str]) -> (Process, String) {
     let (process, line) = Process::start(
-        Command::new(binary("foldtrain-worker")).args([
-            "--coordinator",
-            url,
-            "--cpu",
-            "--cache-dir",
-            cache_dir.to_str().unwrap(),
-            "--progress-every",
-            "1",
-        ]),
+        Command::new(binary("foldtrain-worker"))
+            .args([
+                "--coordinator",
+                url,
+                "--cpu",
+                "--cache-dir",
+                cache_dir.to_str().unwrap(),
+                "--progress-every",
+                "1",
+            ])
+            .args(extra),
         log,
         "listening on",
     );

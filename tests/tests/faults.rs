@@ -1,6 +1,7 @@
 //! Faults injected into the real binaries on loopback: a worker SIGKILLed mid-epoch, a
 //! worker SIGSTOPped past its lease, the coordinator SIGKILLed and restarted, a cancel
-//! during training, a non-retryable failure, and a fold whose retries run out. Each test
+//! during training, a non-retryable failure, a fold whose retries run out, and a
+//! half-open connection between the coordinator and a worker. Each test
 //! checks the outcome in `status --json` and in the downloaded results; where training is
 //! deterministic (CPU, one thread), the probabilities must equal an uninterrupted run's.
 
@@ -8,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use foldtrain_tests::freezing_proxy::FreezingProxy;
 use foldtrain_tests::procs::{
     Process, client, free_port, ok, run, serve, synth, tiny_job, wait_status, wait_workers, worker,
-    workers,
+    worker_with, workers,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -606,4 +608,72 @@ fn retries_run_out_after_max_attempts() {
         assert_eq!(a["state"], "failed", "{s:#}");
         assert!(a["reason"].as_str().unwrap().starts_with("io:"), "{s:#}");
     }
+}
+
+/// Cuts the coordinator's connection to a worker mid-fold without closing it (a
+/// half-open connection: a proxy between them stops passing bytes either way), while the
+/// worker's heartbeats still arrive. HTTP/2 keepalives on both ends must notice within a
+/// bounded time: the coordinator ends the attempt as lost, and the worker stops the fold,
+/// so its only slot takes the fold's next attempt.
+#[test]
+fn a_half_open_connection_frees_the_workers_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let dataset = synth(&path("data"), TRAIN_IMAGES, TEST_IMAGES, IMAGE_SIZE, 3);
+    let (coordinator, url) = serve(
+        &path("coordinator"),
+        free_port(),
+        LEASE_MS,
+        &path("coordinator.log"),
+    );
+    let worker_port = free_port();
+    let proxy = FreezingProxy::start(([127, 0, 0, 1], worker_port).into());
+    let listen = format!("127.0.0.1:{worker_port}");
+    let advertise = format!("http://{}", proxy.addr());
+    let (worker, id) = worker_with(
+        &url,
+        &path("cache"),
+        &path("worker.log"),
+        &["--listen", &listen, "--advertise", &advertise],
+    );
+    wait_workers(&url, 1, Duration::from_secs(30));
+    // Far more epochs than the test waits for: the fold is still training when both
+    // ends give the connection up, so only that can free the slot.
+    let mut submit = client(&url, &["submit", "--quiet", "--name", "half-open"]);
+    submit.args(&dataset).args(tiny_job(2, 1000));
+    let job = ok(&mut submit).lines().next().unwrap().trim().to_owned();
+    let logs = || format!("{}\n{}", coordinator.log_tail(), worker.log_tail());
+
+    let seen = wait_status(&url, &job, JOB_TIMEOUT, "a fold in epoch 2", |s| {
+        fold_in_epoch(s, &id, 2).is_some()
+    });
+    let (fold, _) = fold_in_epoch(&seen, &id, 2).unwrap();
+    let frozen_at = Instant::now();
+    assert!(proxy.freeze_open_connections() >= 1);
+
+    // Keepalive pings every 10 s, 20 s to answer: both ends give up within about 30 s;
+    // the heartbeats, which bypass the proxy, keep the lease alive all along.
+    let bound = Duration::from_secs(60);
+    let moved = wait_status(&url, &job, bound, "the fold's next attempt to train", |s| {
+        let tries = attempts(s, fold);
+        tries.len() >= 2
+            && tries[1]["state"] == "running"
+            && s["folds"][fold as usize]["batch"].as_u64() >= Some(1)
+    });
+    let slot_freed = frozen_at.elapsed();
+    let tries = attempts(&moved, fold);
+    assert_eq!(tries[0]["state"], "lost", "{moved:#}\n{}", logs());
+    assert_eq!(tries[1]["worker_id"], id.as_str(), "{moved:#}");
+    let worker_log = worker.log_text();
+    assert!(
+        worker_log.contains("fold stopped: the caller went away"),
+        "the worker did not stop the cut fold:\n{}",
+        logs()
+    );
+    assert!(slot_freed < bound, "{slot_freed:?}");
+    eprintln!(
+        "half-open: the worker's only slot trained the fold's next attempt {:.1} s after the cut",
+        slot_freed.as_secs_f64()
+    );
+    ok(&mut client(&url, &["cancel", &job]));
 }
