@@ -2,7 +2,7 @@
 #   make demo   set everything up, then train a 5-fold DenseNet121 ensemble on a generated data set
 #   make test   set everything up, then run the whole test suite
 # Both need only the Rust toolchain, Python 3.11 and pip; make test also needs Node.js 20
-# with npm, and apt (as root or through sudo) to install Chromium if it is missing.
+# with npm, and apt (as root or through sudo) to install Chromium and tshark when missing.
 
 SHELL := /bin/bash
 ROOT := $(abspath .)
@@ -14,7 +14,7 @@ export FOLDTRAIN_PYTHON := $(VENV)/bin/python
 DEMO_DATA ?= $(ROOT)/demo-data
 DEMO_OUT ?= $(ROOT)/demo-out
 
-.PHONY: bootstrap otel-backend browser build release demo test lint fmt bench
+.PHONY: bootstrap otel-backend browser netns-tools build release demo test lint fmt bench
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -29,14 +29,19 @@ otel-backend:
 browser:
 	@bash scripts/install_browser.sh
 
+# tshark (Debian's, from apt) that tests/tests/netns.rs captures a job's traffic between
+# network namespaces with. The test runs as root only; as root, make test requires it.
+netns-tools:
+	@bash scripts/install_netns_tools.sh
+
 build: bootstrap
 	cargo build --workspace --bins
 
 release: bootstrap
 	cargo build --release --workspace --bins
 
-test: build otel-backend browser
-	cargo test --workspace --no-fail-fast
+test: build otel-backend browser netns-tools
+	FOLDTRAIN_REQUIRE_NETNS=$$( [ $$(id -u) = 0 ] && echo 1 || echo 0) cargo test --workspace --no-fail-fast
 
 lint: bootstrap
 	cargo fmt --all -- --check
