@@ -14,7 +14,7 @@ export FOLDTRAIN_PYTHON := $(VENV)/bin/python
 DEMO_DATA ?= $(ROOT)/demo-data
 DEMO_OUT ?= $(ROOT)/demo-out
 
-.PHONY: bootstrap otel-backend browser netns-tools build release demo test lint fmt bench
+.PHONY: bootstrap otel-backend browser netns-tools build release demo test lint fmt bench fuzz
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -42,6 +42,13 @@ release: bootstrap
 
 test: build otel-backend browser netns-tools
 	FOLDTRAIN_REQUIRE_NETNS=$$( [ $$(id -u) = 0 ] && echo 1 || echo 0) cargo test --workspace --no-fail-fast
+
+# The property tests of what peers and files feed us (the worker-event assembler, blob
+# chunk reassembly and uploads, the dataset CSV reader), FUZZ_CASES cases each instead of
+# make test's few hundred: about a minute on two cores at the default.
+FUZZ_CASES ?= 10000
+fuzz: bootstrap
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test -p foldtrain-proto -p foldtrain-coordinator -- props server::blobs::tests
 
 lint: bootstrap
 	cargo fmt --all -- --check

@@ -58,7 +58,7 @@ fn arbitrary_chunk() -> impl Strategy<Value = pb::BlobChunk> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(crate::property_cases(128)))]
 
     #[test]
     fn blobs_cut_anywhere_reassemble_exactly_or_stop_at_the_limit(

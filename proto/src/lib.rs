@@ -15,6 +15,16 @@ pub mod states;
 pub mod task;
 pub mod wire_events;
 
+/// How many cases each property test runs: `default`, or `PROPTEST_CASES` when set, so
+/// `make fuzz` (and CI) can run the same properties far deeper than `make test` does.
+#[cfg(any(test, feature = "test-util"))]
+pub fn property_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Generated gRPC types and services (`foldtrain.v1`).
 pub mod pb {
     #![allow(clippy::all, missing_docs)]

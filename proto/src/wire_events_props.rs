@@ -355,7 +355,7 @@ fn arbitrary_message() -> impl Strategy<Value = pb::FoldEvent> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(crate::property_cases(64)))]
 
     #[test]
     fn honest_payloads_reassemble_exactly_in_any_chunking_and_interleaving(

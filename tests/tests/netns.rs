@@ -484,6 +484,28 @@ fn a_job_across_namespaces_is_encrypted_on_the_wire_and_strangers_are_refused() 
     let err = refused(&mut cmd);
     assert!(err.contains(&url) && err.contains("dropped"), "{err}");
 
+    // Plain http:// to the TLS port, inside the capture. With a token the client refuses
+    // before sending anything (HTTP/2 would send the request, token and all, before the
+    // server's TLS answer); without one, the server refuses it.
+    let plain = url.replace("https://", "http://");
+    let err = refused(
+        Command::new(binary("foldtrain"))
+            .args(["status", &job, "--coordinator", &plain, "--token-file"])
+            .arg(d("user-token")),
+    );
+    assert!(
+        err.contains(&format!(
+            "refusing to send the token in cleartext to {plain}"
+        )),
+        "{err}"
+    );
+    let err =
+        refused(Command::new(binary("foldtrain")).args(["status", &job, "--coordinator", &plain]));
+    assert!(
+        err.contains(&plain) && err.contains("use https://"),
+        "{err}"
+    );
+
     // The control: cleartext sent the same way is found by the same search.
     let canary = format!("cleartext-canary-{stamp}");
     let coord = (net.addr("coord"), COORDINATOR_PORT);
@@ -493,18 +515,4 @@ fn a_job_across_namespaces_is_encrypted_on_the_wire_and_strangers_are_refused() 
     std::thread::sleep(Duration::from_millis(500));
     let pcaps: Vec<PathBuf> = captures.into_iter().map(Capture::stop).collect();
     assert_encrypted(&pcaps, &secrets, canary.as_bytes(), uploaded);
-
-    // Cleartext to the TLS port, from a client without TLS settings. Outside the capture:
-    // such a client may send its request, the token in its HPACK-coded headers, before
-    // it reads the server's TLS answer and gives up.
-    let plain = url.replace("https://", "http://");
-    let err = refused(
-        Command::new(binary("foldtrain"))
-            .args(["status", &job, "--coordinator", &plain, "--token-file"])
-            .arg(d("user-token")),
-    );
-    assert!(
-        err.contains(&plain) && err.contains("use https://"),
-        "{err}"
-    );
 }

@@ -47,7 +47,9 @@ pub struct WorkerArgs {
     pub token_file: Option<PathBuf>,
     #[command(flatten)]
     pub tls: foldtrain_proto::runtime::tls::TlsFiles,
-    /// Accept cleartext or unauthenticated calls on a non-loopback address.
+    /// Accept cleartext or unauthenticated calls on a non-loopback address, and send the
+    /// token to an http:// coordinator beyond loopback unencrypted: only on a network you
+    /// trust.
     #[arg(long, env = "FOLDTRAIN_INSECURE")]
     pub insecure: bool,
     /// Stable worker id (default: <hostname>-<random hex>).

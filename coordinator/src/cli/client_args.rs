@@ -19,6 +19,10 @@ pub struct ClientArgs {
     pub token_file: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsFiles,
+    /// Send the token to an http:// coordinator beyond loopback, unencrypted: only on a
+    /// network you trust (refused otherwise).
+    #[arg(long, env = "FOLDTRAIN_INSECURE", help_heading = "Coordinator")]
+    pub insecure: bool,
 }
 
 impl ClientArgs {
@@ -28,8 +32,13 @@ impl ClientArgs {
             .tls
             .client()
             .map_err(|e| ClientError::Tls(e.to_string()))?;
-        Client::connect_with_token_file(&self.coordinator, self.token_file.as_deref(), tls.as_ref())
-            .await
+        Client::connect_with_token_file(
+            &self.coordinator,
+            self.token_file.as_deref(),
+            tls.as_ref(),
+            self.insecure,
+        )
+        .await
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use foldtrain_proto::pb::coordinator_client::CoordinatorClient;
 use foldtrain_proto::runtime::auth::{BearerToken, read_token_file};
-use foldtrain_proto::runtime::tls::secure_endpoint;
+use foldtrain_proto::runtime::tls::{cleartext_token_problem, secure_endpoint};
 use foldtrain_proto::{JobId, MAX_MESSAGE_SIZE, pb};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -34,15 +34,17 @@ impl Client {
     /// Connects to `url` (http://host:port) in cleartext, failing fast when nothing
     /// answers.
     pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
-        Self::connect_secure(url, token, None).await
+        Self::connect_secure(url, token, None, false).await
     }
 
     /// Connects to `url`: `https://` with `tls`, `http://` without; failing fast when
-    /// nothing answers.
+    /// nothing answers. A token goes to an `http://` host beyond loopback only when
+    /// `insecure`: it would cross the network in cleartext.
     pub async fn connect_secure(
         url: &str,
         token: Option<&str>,
         tls: Option<&ClientTlsConfig>,
+        insecure: bool,
     ) -> Result<Self, ClientError> {
         let bad = |why: &str| ClientError::BadUrl {
             url: url.to_string(),
@@ -50,6 +52,9 @@ impl Client {
         };
         if !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(bad("expected http://HOST:PORT or https://HOST:PORT"));
+        }
+        if let Some(problem) = cleartext_token_problem(url, token.is_some(), insecure) {
+            return Err(ClientError::Tls(problem));
         }
         let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| bad(&error_chain(&e)))?
@@ -84,12 +89,13 @@ impl Client {
         url: &str,
         token_file: Option<&Path>,
         tls: Option<&ClientTlsConfig>,
+        insecure: bool,
     ) -> Result<Self, ClientError> {
         let token = token_file
             .map(read_token_file)
             .transpose()
             .map_err(|e| ClientError::Token(e.to_string()))?;
-        Self::connect_secure(url, token.as_deref(), tls).await
+        Self::connect_secure(url, token.as_deref(), tls, insecure).await
     }
 
     pub fn url(&self) -> &str {

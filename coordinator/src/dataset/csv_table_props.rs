@@ -74,7 +74,7 @@ fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(foldtrain_proto::property_cases(256)))]
 
     #[test]
     fn arbitrary_bytes_never_panic_and_findings_name_their_line(

@@ -195,7 +195,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
+        #![proptest_config(ProptestConfig::with_cases(foldtrain_proto::property_cases(24)))]
 
         /// Whatever the chunking and whatever goes wrong, a blob in the store is exactly
         /// the bytes sent under its hash, and nothing unfinished stays behind.

@@ -195,6 +195,36 @@ pub fn exposure_problem(
     ))
 }
 
+/// Why a client must not call `url` as configured: over `http://` to a host beyond
+/// loopback, a token would cross the network in cleartext (HTTP/2 sends the request,
+/// token and all, before a TLS server can refuse it), unless the operator passed
+/// `--insecure`. None when it may.
+pub fn cleartext_token_problem(url: &str, token: bool, insecure: bool) -> Option<String> {
+    let authority = url.strip_prefix("http://")?.split('/').next().unwrap_or("");
+    if !token || insecure || is_loopback_host(host_of(authority)) {
+        return None;
+    }
+    Some(format!(
+        "refusing to send the token in cleartext to {url}: use https:// with --tls-ca, or \
+         pass --insecure to send it over the network unencrypted anyway"
+    ))
+}
+
+/// The host of `host:port`, `[v6]:port` or a bare host.
+fn host_of(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.split(':').next().unwrap_or(authority),
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Applies `tls` to an endpoint for `url`: `https://` needs a TLS configuration, and
 /// `http://` is refused when one is configured, so a typo cannot send in cleartext what
 /// was meant to be encrypted.
@@ -266,6 +296,33 @@ fn pem_error(flag: &'static str, path: &Path, why: String) -> TlsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_crosses_the_network_only_encrypted_or_on_request() {
+        for url in [
+            "http://10.0.0.2:50051",
+            "http://coordinator.example:50051/",
+            "http://[fd00::2]:50051",
+        ] {
+            let problem = cleartext_token_problem(url, true, false).unwrap();
+            assert!(
+                problem.starts_with(&format!("refusing to send the token in cleartext to {url}"))
+                    && problem.contains("https://")
+                    && problem.contains("--insecure"),
+                "{problem}"
+            );
+            assert_eq!(cleartext_token_problem(url, true, true), None);
+            assert_eq!(cleartext_token_problem(url, false, false), None);
+        }
+        for url in [
+            "http://127.0.0.1:50051",
+            "http://localhost:50051",
+            "http://[::1]:50051",
+            "https://10.0.0.2:50051",
+        ] {
+            assert_eq!(cleartext_token_problem(url, true, false), None, "{url}");
+        }
+    }
 
     fn files(cert: Option<&Path>, key: Option<&Path>, ca: Option<&Path>) -> TlsFiles {
         TlsFiles {

@@ -183,6 +183,7 @@ fn shared_state(
             &config.coordinator,
             config.token.as_deref(),
             &config.tls,
+            config.insecure,
             config.max_message_size,
         )?,
         coordinator_url: config.coordinator.clone(),
