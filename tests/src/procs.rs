@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use foldtrain_proto::runtime::test_util::TestPki;
+use foldtrain_proto::runtime::tls::TlsFiles;
+
 use crate::binary;
 
 /// How long a process may take to print its address.
@@ -358,4 +361,51 @@ pub fn wait_workers_with(listing: impl Fn() -> Command, count: usize, timeout: D
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `--tls-cert`, `--tls-key` and `--tls-ca` for `pki`'s certificate `name`.
+pub fn tls_flags(pki: &TestPki, name: &str) -> Vec<PathBuf> {
+    let TlsFiles { cert, key, ca } = pki.files(name);
+    [
+        "--tls-cert".into(),
+        cert.unwrap(),
+        "--tls-key".into(),
+        key.unwrap(),
+        "--tls-ca".into(),
+        ca.unwrap(),
+    ]
+    .to_vec()
+}
+
+/// A `foldtrain` client command for `url` that presents `pki`'s certificate `identity`
+/// and the token in `token`.
+pub fn tls_client(
+    url: &str,
+    token: &Path,
+    pki: &TestPki,
+    identity: &str,
+    args: &[&str],
+) -> Command {
+    let TlsFiles { cert, key, ca } = pki.files(identity);
+    let mut cmd = Command::new(binary("foldtrain"));
+    cmd.args(args)
+        .env("FOLDTRAIN_COORDINATOR", url)
+        .env("FOLDTRAIN_TOKEN_FILE", token)
+        .env("FOLDTRAIN_TLS_CA", ca.unwrap())
+        .env("FOLDTRAIN_TLS_CERT", cert.unwrap())
+        .env("FOLDTRAIN_TLS_KEY", key.unwrap());
+    cmd
+}
+
+/// Runs `cmd`, which must fail, and returns what it said on stderr.
+pub fn refused(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        !out.status.success(),
+        "expected a refusal of {cmd:?}, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("refused as expected: {}", err.trim());
+    err
 }

@@ -13,9 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use foldtrain_proto::runtime::test_util::TestPki;
-use foldtrain_proto::runtime::tls::TlsFiles;
 use foldtrain_tests::binary;
-use foldtrain_tests::procs::{Process, ok, run, synth, tiny_job, wait_workers_with};
+use foldtrain_tests::procs::{
+    Process, ok, refused, synth, tiny_job, tls_client, tls_flags, wait_workers_with,
+};
 
 const COORDINATOR_PORT: u16 = 50051;
 const WORKER_PORT: u16 = 50052;
@@ -283,38 +284,6 @@ fn skip(why: &str) {
     eprintln!("skipped: network namespaces test: {why}");
 }
 
-/// A client command from the root namespace with `pki`'s certificate `identity`.
-fn client(url: &str, token: &Path, pki: &TestPki, identity: &str, args: &[&str]) -> Command {
-    let TlsFiles { cert, key, ca } = pki.files(identity);
-    let mut cmd = Command::new(binary("foldtrain"));
-    cmd.args(args)
-        .env("FOLDTRAIN_COORDINATOR", url)
-        .env("FOLDTRAIN_TOKEN_FILE", token)
-        .env("FOLDTRAIN_TLS_CA", ca.unwrap())
-        .env("FOLDTRAIN_TLS_CERT", cert.unwrap())
-        .env("FOLDTRAIN_TLS_KEY", key.unwrap());
-    cmd
-}
-
-fn refused(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(!out.status.success(), "expected a refusal: {cmd:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `--tls-cert`, `--tls-key` and `--tls-ca` for `name`.
-fn tls_flags(pki: &TestPki, name: &str) -> [PathBuf; 6] {
-    let TlsFiles { cert, key, ca } = pki.files(name);
-    [
-        "--tls-cert".into(),
-        cert.unwrap(),
-        "--tls-key".into(),
-        key.unwrap(),
-        "--tls-ca".into(),
-        ca.unwrap(),
-    ]
-}
-
 /// Starts the coordinator and the two workers, each in its own namespace, and returns
 /// them with the coordinator's URL once both workers are registered.
 fn start_cluster(net: &Netns, pki: &TestPki, dir: &Path) -> (Vec<Process>, String) {
@@ -352,7 +321,7 @@ fn start_cluster(net: &Netns, pki: &TestPki, dir: &Path) -> (Vec<Process>, Strin
         processes.push(worker);
     }
     let listing = || {
-        client(
+        tls_client(
             &url,
             &dir.join("user-token"),
             pki,
@@ -464,7 +433,7 @@ fn a_job_across_namespaces_is_encrypted_on_the_wire_and_strangers_are_refused() 
         .map(|host| Capture::start(&net.veth(host), &d(&format!("{host}.pcapng"))))
         .collect();
     let (_processes, url) = start_cluster(&net, &pki, dir.path());
-    let alice = |args: &[&str]| client(&url, &d("user-token"), &pki, "alice", args);
+    let alice = |args: &[&str]| tls_client(&url, &d("user-token"), &pki, "alice", args);
     let started = Instant::now();
     let mut submit = alice(&["submit", "--wait", "--quiet"]);
     submit.args(&dataset).args(tiny_job(2, 1));
@@ -479,7 +448,7 @@ fn a_job_across_namespaces_is_encrypted_on_the_wire_and_strangers_are_refused() 
     );
 
     // A certificate of another authority, with the right CA and token.
-    let mut cmd = client(&url, &d("user-token"), &rogue, "mallory", &["status", &job]);
+    let mut cmd = tls_client(&url, &d("user-token"), &rogue, "mallory", &["status", &job]);
     cmd.env("FOLDTRAIN_TLS_CA", pki.ca());
     let err = refused(&mut cmd);
     assert!(err.contains(&url) && err.contains("dropped"), "{err}");

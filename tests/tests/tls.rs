@@ -3,62 +3,21 @@
 //! workers and the CLI, every connection encrypted and authenticated both ways; and
 //! the connections that must fail do, saying why.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use foldtrain_proto::runtime::test_util::TestPki;
-use foldtrain_proto::runtime::tls::TlsFiles;
 use foldtrain_tests::binary;
 use foldtrain_tests::otlp_receiver::OtlpReceiver;
-use foldtrain_tests::procs::{Process, ok, run, synth, tiny_job, wait_workers_with};
-
-/// `--tls-cert`, `--tls-key` and `--tls-ca` for `name`'s certificate.
-fn tls_flags(pki: &TlsDir, name: &str) -> Vec<String> {
-    let dir = &pki.0;
-    [
-        "--tls-cert".to_string(),
-        dir.join(format!("{name}.pem")).display().to_string(),
-        "--tls-key".to_string(),
-        dir.join(format!("{name}.key")).display().to_string(),
-        "--tls-ca".to_string(),
-        dir.join("ca.pem").display().to_string(),
-    ]
-    .to_vec()
-}
-
-struct TlsDir(std::path::PathBuf);
-
-/// A client command for `url` that presents `identity` (a certificate of the CA in
-/// `pki`) and the token.
-fn client(url: &str, token: &Path, pki: &TlsDir, identity: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(binary("foldtrain"));
-    cmd.args(args)
-        .env("FOLDTRAIN_COORDINATOR", url)
-        .env("FOLDTRAIN_TOKEN_FILE", token)
-        .env("FOLDTRAIN_TLS_CA", pki.0.join("ca.pem"))
-        .env("FOLDTRAIN_TLS_CERT", pki.0.join(format!("{identity}.pem")))
-        .env("FOLDTRAIN_TLS_KEY", pki.0.join(format!("{identity}.key")));
-    cmd
-}
-
-fn refused(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        !out.status.success(),
-        "expected a refusal, got success: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    eprintln!("refused as expected: {}", err.trim());
-    err
-}
+use foldtrain_tests::procs::{
+    Process, ok, refused, synth, tiny_job, tls_client, tls_flags, wait_workers_with,
+};
 
 #[test]
 fn a_job_runs_over_mutual_tls_and_strangers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let pki_dir = dir.path().join("pki");
-    TestPki::make(
+    let pki = TestPki::make(
         &pki_dir,
         &[
             "coordinator=localhost,127.0.0.1",
@@ -66,21 +25,15 @@ fn a_job_runs_over_mutual_tls_and_strangers_are_refused() {
             "alice=alice",
         ],
     );
-    let pki = TlsDir(pki_dir);
     // A second authority, whose certificates the cluster must not accept.
     let rogue_dir = dir.path().join("rogue");
-    TestPki::make(&rogue_dir, &["mallory=127.0.0.1"]);
-    let rogue = TlsDir(rogue_dir);
+    let rogue = TestPki::make(&rogue_dir, &["mallory=127.0.0.1"]);
     let token = dir.path().join("token");
     std::fs::write(&token, "tls-test-token\n").unwrap();
     let dataset = synth(&dir.path().join("data"), 48, 4, 24, 2);
     // A collector that itself requires client certificates: spans travel encrypted too.
-    let collector = OtlpReceiver::start_tls(&TlsFiles {
-        cert: Some(pki.0.join("coordinator.pem")),
-        key: Some(pki.0.join("coordinator.key")),
-        ca: Some(pki.0.join("ca.pem")),
-    })
-    .unwrap();
+    let coordinator = pki.files("coordinator");
+    let collector = OtlpReceiver::start_tls(&coordinator).unwrap();
 
     let (_serve, line) = Process::start(
         Command::new(binary("foldtrain"))
@@ -95,14 +48,14 @@ fn a_job_runs_over_mutual_tls_and_strangers_are_refused() {
             ])
             .args(tls_flags(&pki, "coordinator"))
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
-            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.0.join("ca.pem"))
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.ca())
             .env(
                 "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-                pki.0.join("coordinator.pem"),
+                coordinator.cert.as_ref().unwrap(),
             )
             .env(
                 "OTEL_EXPORTER_OTLP_CLIENT_KEY",
-                pki.0.join("coordinator.key"),
+                coordinator.key.as_ref().unwrap(),
             )
             .env("OTEL_BSP_SCHEDULE_DELAY", "200"),
         &dir.path().join("coordinator.log"),
@@ -129,14 +82,14 @@ fn a_job_runs_over_mutual_tls_and_strangers_are_refused() {
     assert!(line.contains("https://127.0.0.1:"), "{line}");
 
     wait_workers_with(
-        || client(&url, &token, &pki, "alice", &["workers", "--json"]),
+        || tls_client(&url, &token, &pki, "alice", &["workers", "--json"]),
         1,
         Duration::from_secs(30),
     );
 
     // The whole path: upload, dispatch to the worker over TLS (the coordinator verifies
     // the worker's certificate and presents its own), events back, results down.
-    let mut submit = client(
+    let mut submit = tls_client(
         &url,
         &token,
         &pki,
@@ -147,7 +100,7 @@ fn a_job_runs_over_mutual_tls_and_strangers_are_refused() {
     let stdout = ok(&mut submit);
     let job = stdout.lines().next().unwrap().trim().to_owned();
     let out = dir.path().join("results");
-    ok(&mut client(
+    ok(&mut tls_client(
         &url,
         &token,
         &pki,
@@ -171,7 +124,7 @@ fn a_job_runs_over_mutual_tls_and_strangers_are_refused() {
 
     // Cleartext to the TLS port.
     let plain = url.replace("https://", "http://");
-    let mut cmd = client(&plain, &token, &pki, "alice", &["status", &job]);
+    let mut cmd = tls_client(&plain, &token, &pki, "alice", &["status", &job]);
     cmd.env_remove("FOLDTRAIN_TLS_CA")
         .env_remove("FOLDTRAIN_TLS_CERT")
         .env_remove("FOLDTRAIN_TLS_KEY");
@@ -182,7 +135,7 @@ fn a_job_runs_over_mutual_tls_and_strangers_are_refused() {
     );
 
     // https:// without a CA to verify the server against.
-    let mut cmd = client(&url, &token, &pki, "alice", &["status", &job]);
+    let mut cmd = tls_client(&url, &token, &pki, "alice", &["status", &job]);
     cmd.env_remove("FOLDTRAIN_TLS_CA")
         .env_remove("FOLDTRAIN_TLS_CERT")
         .env_remove("FOLDTRAIN_TLS_KEY");
@@ -190,20 +143,20 @@ fn a_job_runs_over_mutual_tls_and_strangers_are_refused() {
     assert!(err.contains("--tls-ca"), "{err}");
 
     // A client without a certificate, against a server that requires one.
-    let mut cmd = client(&url, &token, &pki, "alice", &["status", &job]);
+    let mut cmd = tls_client(&url, &token, &pki, "alice", &["status", &job]);
     cmd.env_remove("FOLDTRAIN_TLS_CERT")
         .env_remove("FOLDTRAIN_TLS_KEY");
     let err = refused(&mut cmd);
     assert!(err.contains(&url), "{err}");
 
     // A certificate from another authority, even with the right token.
-    let mut cmd = client(&url, &token, &rogue, "mallory", &["status", &job]);
-    cmd.env("FOLDTRAIN_TLS_CA", pki.0.join("ca.pem"));
+    let mut cmd = tls_client(&url, &token, &rogue, "mallory", &["status", &job]);
+    cmd.env("FOLDTRAIN_TLS_CA", pki.ca());
     let err = refused(&mut cmd);
     assert!(err.contains(&url) && err.contains("dropped"), "{err}");
 
     // A client that trusts another authority does not talk to this server.
-    let err = refused(&mut client(
+    let err = refused(&mut tls_client(
         &url,
         &token,
         &rogue,
@@ -216,7 +169,13 @@ fn a_job_runs_over_mutual_tls_and_strangers_are_refused() {
     );
 
     // And the right certificate with the right token still works.
-    ok(&mut client(&url, &token, &pki, "alice", &["status", &job]));
+    ok(&mut tls_client(
+        &url,
+        &token,
+        &pki,
+        "alice",
+        &["status", &job],
+    ));
 }
 
 #[test]
