@@ -1,7 +1,6 @@
 //! A fold's training built from its task: the task checked, the device chosen, the model
 //! seeded and then resumed or given pretrained weights, and the three image loaders.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use super::state::FoldState;
 use super::step::Learner;
 use super::weights::Snapshot;
 use crate::data::{BlobSource, ImageCache, Loader, PipelineOptions, epoch_seed};
-use crate::model::{load_pretrained, seeded};
+use crate::model::{load_pretrained_bytes, seeded};
 
 /// The loaders of the fold's three splits, sharing one decoded-image cache.
 pub(crate) struct Loaders {
@@ -243,9 +242,15 @@ fn restore(
         );
         return Ok(best);
     }
-    if let Some(path) = &task.config.model.pretrained {
-        let report = load_pretrained(&mut learner.vs, Path::new(path))?;
-        info!(fold, path, report = ?report, "loaded pretrained weights");
+    if let Some(blob) = task.config.model.pretrained {
+        let Some(bytes) = &task.pretrained else {
+            return Err(TrainError::Config(format!(
+                "model.pretrained names blob {blob}, but the task carries no pretrained weights"
+            )));
+        };
+        let origin = format!("pretrained weights blob {blob}");
+        let report = load_pretrained_bytes(&mut learner.vs, &origin, bytes)?;
+        info!(fold, blob = %blob, loaded = report.loaded, ignored = report.ignored.len(), "loaded pretrained weights");
     }
     Ok(None)
 }
