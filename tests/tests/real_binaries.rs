@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use foldtrain_tests::binary;
 use foldtrain_proto::BlobHash;
 use foldtrain_proto::config::{Arch, ModelConfig};
+use foldtrain_tests::binary;
 use foldtrain_tests::procs::{Process, ok, run, tiny_job, wait_workers_with};
 use foldtrain_worker::model::{Classifier, save_weights};
 
@@ -236,12 +236,8 @@ fn pretrained_weights_reach_the_worker_as_a_blob_not_a_path() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = synth(&dir.path().join("data"));
     let data_dir = dir.path().join("coord");
-    let (_serve, url) = foldtrain_tests::procs::serve(
-        &data_dir,
-        0,
-        30_000,
-        &dir.path().join("coordinator.log"),
-    );
+    let (_serve, url) =
+        foldtrain_tests::procs::serve(&data_dir, 0, 30_000, &dir.path().join("coordinator.log"));
     let cache = dir.path().join("worker-cache");
     let (worker, _) = foldtrain_tests::procs::worker(&url, &cache, &dir.path().join("worker.log"));
     foldtrain_tests::procs::wait_workers(&url, 1, Duration::from_secs(30));
@@ -283,7 +279,10 @@ fn pretrained_weights_reach_the_worker_as_a_blob_not_a_path() {
         err.contains("model.pretrained") && err.contains("--pretrained on submit or run"),
         "{err}"
     );
-    let listing = ok(&mut foldtrain_tests::procs::client(&url, &["status", "--json"]));
+    let listing = ok(&mut foldtrain_tests::procs::client(
+        &url,
+        &["status", "--json"],
+    ));
     assert!(!listing.contains("job-"), "a job was submitted: {listing}");
 
     let stdout = ok(&mut submit(&[
@@ -294,7 +293,12 @@ fn pretrained_weights_reach_the_worker_as_a_blob_not_a_path() {
     let job = stdout.lines().next().unwrap().trim().to_owned();
     ok(&mut foldtrain_tests::procs::client(
         &url,
-        &["results", &job, "--out", dir.path().join("out").to_str().unwrap()],
+        &[
+            "results",
+            &job,
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+        ],
     ));
     let saved = std::fs::read_to_string(dir.path().join("out/config.toml")).unwrap();
     assert!(

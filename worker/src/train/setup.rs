@@ -310,6 +310,32 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_fold_loads_the_pretrained_blob_the_task_carries() {
+        let (mut task, source) = tiny_fold(5, 3, 2, 1);
+        let source = shared(source);
+        // Another fold's seeded features stand in for pretrained ones: not this fold's.
+        let mut donor = task.clone();
+        donor.fold = foldtrain_proto::FoldIndex(1);
+        let donor = FoldRun::prepare(&donor, source.clone(), RunOptions::default()).unwrap();
+        let bytes = crate::model::save_weights(&donor.learner.vs).unwrap();
+        let features = |run: &FoldRun<'_>| {
+            let t = &run.learner.vs.variables()["features.conv0.weight"];
+            Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap()
+        };
+
+        task.config.model.pretrained = Some(foldtrain_proto::BlobHash::of(&bytes));
+        let err = match FoldRun::prepare(&task, source.clone(), RunOptions::default()) {
+            Ok(_) => panic!("prepared a task naming weights it does not carry"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("carries no pretrained weights"), "{err}");
+
+        task.pretrained = Some(bytes);
+        let run = FoldRun::prepare(&task, source, RunOptions::default()).unwrap();
+        assert_eq!(features(&run), features(&donor));
+    }
+
+    #[test]
     fn tasks_that_cannot_train_are_refused_naming_the_fault() {
         let source = shared(tiny_fold(1, 1, 1, 1).1);
         let refused = |task: &FoldTask, options: RunOptions| match FoldRun::prepare(
