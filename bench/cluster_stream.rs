@@ -239,6 +239,7 @@ async fn checkpoint_stream(payload: &[u8]) -> AnyResult<Duration> {
         val: vec![image.clone()],
         test: vec![image],
         resume: None,
+        pretrained: None,
         device_index: None,
     };
     let start = Instant::now();

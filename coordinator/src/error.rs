@@ -43,6 +43,11 @@ pub enum CoordinatorError {
     },
     #[error("job references {count} images not uploaded yet (first: {first}); upload them first")]
     MissingImages { count: usize, first: String },
+    #[error(
+        "model.pretrained names blob {0}, which the coordinator does not hold; pass the weights \
+         file with --pretrained on submit or run, which uploads it"
+    )]
+    MissingPretrained(foldtrain_proto::BlobHash),
     #[error("cannot split the training rows: {0}")]
     Split(#[from] crate::split::SplitError),
     #[error("artifact {path:?} of job {job} not found")]
@@ -154,6 +159,7 @@ impl CoordinatorError {
             Self::UploadIdle { .. } => Code::DeadlineExceeded,
             Self::DataDirLocked { .. } => Code::FailedPrecondition,
             Self::MissingImages { .. }
+            | Self::MissingPretrained(_)
             | Self::WrongJobState { .. }
             | Self::AlreadyFinal { .. }
             | Self::StaleAttempt { .. } => Code::FailedPrecondition,

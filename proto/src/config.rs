@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ProtoError;
+use crate::{BlobHash, ProtoError};
 
 /// Most folds a job may ask for: each one is a training run and a worker slot's time.
 pub const MAX_FOLDS: u32 = 100;
@@ -20,6 +20,44 @@ pub const MAX_CACHE_BYTES: u64 = 1 << 40;
 pub const MAX_THREADS: u32 = 1024;
 /// Largest `train.max_attempts`.
 pub const MAX_ATTEMPTS: u32 = 100;
+
+/// How `model.pretrained` names its blob: the hash's algorithm, then its hex digits.
+pub const PRETRAINED_PREFIX: &str = "blake3:";
+
+/// `model.pretrained` as `"blake3:<hex>"`: a reference to an uploaded blob, never a path.
+mod pretrained_blob {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::PRETRAINED_PREFIX;
+    use crate::BlobHash;
+
+    pub fn serialize<S: Serializer>(blob: &Option<BlobHash>, s: S) -> Result<S::Ok, S::Error> {
+        match blob {
+            Some(hash) => s.serialize_str(&format!("{PRETRAINED_PREFIX}{}", hash.to_hex())),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BlobHash>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_pretrained(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `"blake3:<hex>"`; the error names `model.pretrained` and says how to set it.
+pub fn parse_pretrained(text: &str) -> Result<BlobHash, String> {
+    text.strip_prefix(PRETRAINED_PREFIX)
+        .and_then(|hex| hex.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "model.pretrained = {text:?} is not a blob hash ({PRETRAINED_PREFIX}<64 hex digits>); \
+                 workers do not read paths: pass the weights file with --pretrained on submit or run, \
+                 which uploads it"
+            )
+        })
+}
 
 /// A whole job's configuration, as read from TOML and stored beside the results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -108,9 +146,11 @@ impl BackboneBn {
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     pub arch: Arch,
-    /// A safetensors file with torchvision parameter names (`features.*`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pretrained: Option<String>,
+    /// The blob of a safetensors file with torchvision parameter names (`features.*`),
+    /// written `"blake3:<hex>"`. The CLI's `--pretrained F` uploads the file and sets it;
+    /// workers pull the blob by hash and never read a path a job names.
+    #[serde(skip_serializing_if = "Option::is_none", with = "pretrained_blob")]
+    pub pretrained: Option<BlobHash>,
     pub backbone_bn: BackboneBn,
     pub pooling: Pooling,
     pub head_units: u32,
@@ -415,6 +455,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("resnet"), "{err}");
+    }
+
+    #[test]
+    fn pretrained_weights_are_named_by_blob_hash() {
+        let hash = BlobHash::of(b"densenet weights");
+        let text = format!("[model]\npretrained = \"blake3:{}\"\n", hash.to_hex());
+        let c = JobConfig::from_toml(&text).unwrap();
+        assert_eq!(c.model.pretrained, Some(hash));
+        assert!(
+            c.to_toml()
+                .contains(&format!("pretrained = \"blake3:{hash}\""))
+        );
+        assert_eq!(JobConfig::from_toml(&c.to_toml()).unwrap(), c);
+        // Unset stays unset, and is not written.
+        let c = JobConfig::default();
+        assert!(!c.to_toml().contains("pretrained"));
+        assert_eq!(
+            JobConfig::from_toml(&c.to_toml()).unwrap().model.pretrained,
+            None
+        );
+    }
+
+    #[test]
+    fn a_pretrained_path_or_malformed_hash_is_refused_naming_the_key() {
+        let hex = BlobHash::of(b"w").to_hex();
+        for value in [
+            "/models/densenet121.safetensors".to_string(),
+            "densenet121.safetensors".to_string(),
+            hex.clone(),
+            format!("sha256:{hex}"),
+            format!("blake3:{}", &hex[..63]),
+            "blake3:".to_string(),
+        ] {
+            let err = JobConfig::from_toml(&format!("[model]\npretrained = {value:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("invalid config: "), "{err}");
+            assert!(
+                err.contains(&format!("model.pretrained = {value:?} is not a blob hash")),
+                "{err}"
+            );
+            assert!(err.contains("--pretrained on submit or run"), "{err}");
+        }
     }
 
     #[test]

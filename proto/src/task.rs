@@ -31,6 +31,9 @@ pub struct FoldTask {
     pub test: Vec<ImageRef>,
     /// Serialized latest checkpoint to resume from.
     pub resume: Option<Vec<u8>>,
+    /// The bytes of the blob `config.model.pretrained` names, put here by the worker from
+    /// its blob cache; never on the wire.
+    pub pretrained: Option<Vec<u8>>,
     /// GPU index to train on, or `None` for CPU.
     pub device_index: Option<u32>,
 }
@@ -246,6 +249,7 @@ impl TryFrom<pb::FoldTask> for FoldTask {
             val,
             test,
             resume: (!p.resume_checkpoint.is_empty()).then_some(p.resume_checkpoint),
+            pretrained: None,
             device_index,
         })
     }
@@ -334,6 +338,7 @@ mod tests {
             val: vec![image("v1.jpg", Some(1))],
             test: vec![image("x1.jpg", None)],
             resume: Some(vec![1, 2, 3]),
+            pretrained: None,
             device_index: Some(1),
         }
     }

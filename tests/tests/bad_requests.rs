@@ -35,6 +35,7 @@ fn task() -> FoldTask {
         val: vec![image("train/v1.jpg", Some(1))],
         test: vec![image("test/x1.jpg", None)],
         resume: None,
+        pretrained: None,
         device_index: None,
     }
 }

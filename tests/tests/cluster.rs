@@ -283,6 +283,7 @@ async fn a_worker_stops_training_when_the_caller_drops_the_stream() {
         val: refs(&dataset.train[40..]),
         test: refs(&dataset.test),
         resume: None,
+        pretrained: None,
         device_index: None,
     };
     let mut worker = cluster.worker_client(0, Some(&cluster.call_token(0))).await;

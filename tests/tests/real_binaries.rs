@@ -1,13 +1,17 @@
 //! The shipped binaries as a user runs them: `foldtrain serve` with two `foldtrain-worker`
 //! processes, then `submit --wait`, `status --json`, `workers --json` and `results`; and
-//! `foldtrain run`, which starts its own workers.
+//! `foldtrain run`, which starts its own workers; and pretrained weights that travel
+//! with a job as a blob, never as a path on the worker.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use foldtrain_proto::BlobHash;
+use foldtrain_proto::config::{Arch, ModelConfig};
 use foldtrain_tests::binary;
 use foldtrain_tests::procs::{Process, ok, run, tiny_job, wait_workers_with};
+use foldtrain_worker::model::{Classifier, save_weights};
 
 /// The bundled synthetic data set: 60 training and 8 test images.
 fn synth(dir: &Path) -> Vec<String> {
@@ -196,4 +200,128 @@ fn run_trains_on_local_workers() {
     assert!(!failed.status.success());
     let err = String::from_utf8_lossy(&failed.stderr);
     assert!(err.contains("/nonexistent/foldtrain-worker"), "{err}");
+}
+
+/// A safetensors file of a freshly initialised densenet-tiny: `features.*` names and
+/// shapes the tiny job's backbone loads, plus a head the loader ignores.
+fn tiny_weights() -> Vec<u8> {
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let cfg = ModelConfig {
+        arch: Arch::DensenetTiny,
+        head_units: 32,
+        ..ModelConfig::default()
+    };
+    let _model = Classifier::new(&vs.root(), &cfg, 3);
+    save_weights(&vs).unwrap()
+}
+
+/// Every file under `dir` that holds the blob `hash`: named by its hex, whole or cut
+/// into nested folders.
+fn blob_files(dir: &Path, hash: &BlobHash) -> Vec<PathBuf> {
+    let hex = hash.to_hex();
+    walkdir_files(dir)
+        .into_iter()
+        .filter(|p| {
+            let flat: String = p
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            flat.ends_with(&hex)
+        })
+        .collect()
+}
+
+#[test]
+fn pretrained_weights_reach_the_worker_as_a_blob_not_a_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = synth(&dir.path().join("data"));
+    let data_dir = dir.path().join("coord");
+    let (_serve, url) =
+        foldtrain_tests::procs::serve(&data_dir, 0, 30_000, &dir.path().join("coordinator.log"));
+    let cache = dir.path().join("worker-cache");
+    let (worker, _) = foldtrain_tests::procs::worker(&url, &cache, &dir.path().join("worker.log"));
+    foldtrain_tests::procs::wait_workers(&url, 1, Duration::from_secs(30));
+
+    // The client runs in a directory of its own and names the file relative to it: a path
+    // no worker could open.
+    let client_dir = dir.path().join("client");
+    std::fs::create_dir_all(client_dir.join("weights")).unwrap();
+    let weights = tiny_weights();
+    let hash = BlobHash::of(&weights);
+    std::fs::write(client_dir.join("weights/tiny.safetensors"), &weights).unwrap();
+    let submit = |extra: &[&str]| {
+        let mut cmd = foldtrain_tests::procs::client(&url, &["submit", "--quiet"]);
+        cmd.args(&dataset)
+            .args(tiny_job(2, 1))
+            .args(extra)
+            .current_dir(&client_dir);
+        cmd
+    };
+
+    // A file that is not there is named, and nothing is submitted.
+    let failed = run(&mut submit(&["--pretrained", "weights/absent.safetensors"]));
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        err.contains("--pretrained weights/absent.safetensors: cannot open"),
+        "{err}"
+    );
+    // A job file naming weights by path is refused before any upload, naming the key.
+    std::fs::write(
+        client_dir.join("job.toml"),
+        "[model]\npretrained = \"/models/densenet121.safetensors\"\n",
+    )
+    .unwrap();
+    let failed = run(&mut submit(&["--config", "job.toml"]));
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        err.contains("model.pretrained") && err.contains("--pretrained on submit or run"),
+        "{err}"
+    );
+    let listing = ok(&mut foldtrain_tests::procs::client(
+        &url,
+        &["status", "--json"],
+    ));
+    assert!(!listing.contains("job-"), "a job was submitted: {listing}");
+
+    let stdout = ok(&mut submit(&[
+        "--pretrained",
+        "weights/tiny.safetensors",
+        "--wait",
+    ]));
+    let job = stdout.lines().next().unwrap().trim().to_owned();
+    ok(&mut foldtrain_tests::procs::client(
+        &url,
+        &[
+            "results",
+            &job,
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+        ],
+    ));
+    let saved = std::fs::read_to_string(dir.path().join("out/config.toml")).unwrap();
+    assert!(
+        saved.contains(&format!("pretrained = \"blake3:{hash}\"")),
+        "{saved}"
+    );
+
+    // The worker pulled the weights into its cache by hash and loaded them from there;
+    // the client's path never reached it.
+    let cached = blob_files(&cache, &hash);
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert_eq!(std::fs::read(&cached[0]).unwrap(), weights);
+    let log = worker.log_text();
+    let loaded: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("loaded pretrained weights"))
+        .collect();
+    assert_eq!(loaded.len(), 2, "one load per fold:\n{log}");
+    assert!(loaded.iter().all(|l| l.contains(&hash.to_hex())), "{log}");
+    assert!(!log.contains("tiny.safetensors"), "{log}");
+    assert_eq!(blob_files(&data_dir, &hash).len(), 1);
+
+    // Deleting the job lets the coordinator's copy go.
+    ok(&mut foldtrain_tests::procs::client(&url, &["delete", &job]));
+    assert!(blob_files(&data_dir, &hash).is_empty());
 }

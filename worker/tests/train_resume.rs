@@ -82,6 +82,7 @@ fn task(dir: &std::path::Path) -> FoldTask {
         val: write_images(dir, "val", 9, true),
         test: write_images(dir, "test", 5, false),
         resume: None,
+        pretrained: None,
         device_index: None,
     }
 }

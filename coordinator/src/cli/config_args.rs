@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::de::value::{Error as ValueError, StrDeserializer};
 
 use super::dataset_args::DatasetArgs;
+use super::pretrained_file::{PretrainedFileError, hash_weights_file};
+use crate::dataset::Entry;
 
 /// Why the job configuration could not be resolved; every variant names its source.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,8 @@ pub enum ConfigError {
         value: String,
         message: String,
     },
+    #[error(transparent)]
+    Pretrained(#[from] PretrainedFileError),
     #[error("--group-column {flag:?} disagrees with split.group_column = {file:?} in {path}")]
     GroupColumn {
         flag: String,
@@ -144,8 +148,8 @@ pub struct ConfigArgs {
     /// Network: densenet121 or densenet-tiny [model.arch].
     #[arg(long, env = "FOLDTRAIN_ARCH", value_parser = config_value::<Arch>, help_heading = "Job configuration")]
     pub arch: Option<Arch>,
-    /// Safetensors file of torchvision DenseNet weights, as a path on the workers
-    /// [model.pretrained].
+    /// Safetensors file of torchvision DenseNet weights, on this machine: it is uploaded
+    /// with the images and workers pull it by hash [model.pretrained = "blake3:<hash>"].
     #[arg(long, env = "FOLDTRAIN_PRETRAINED", help_heading = "Job configuration")]
     pub pretrained: Option<PathBuf>,
     /// Backbone BatchNorm: keras (momentum 0.99, eps 1.001e-5) or torchvision [model.backbone_bn].
@@ -157,6 +161,13 @@ pub struct ConfigArgs {
     /// Units of the dense head layer [model.head_units].
     #[arg(long, env = "FOLDTRAIN_HEAD_UNITS", help_heading = "Job configuration")]
     pub head_units: Option<u32>,
+}
+
+/// A resolved job configuration, and the `--pretrained` file it names, to upload.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub config: JobConfig,
+    pub pretrained: Option<Entry>,
 }
 
 /// One applied override: the config key it set, the flag and the value given.
@@ -173,7 +184,23 @@ impl ConfigArgs {
     /// The group column is reconciled both ways: `--group-column` sets
     /// `split.group_column`, and a group column from the file makes the data set be
     /// read with groups.
-    pub fn resolve(&self, dataset: &mut DatasetArgs) -> Result<JobConfig, ConfigError> {
+    ///
+    /// `--pretrained F` is checked and hashed here, before anything is uploaded: the
+    /// configuration names the file by its blob hash.
+    pub fn resolve(&self, dataset: &mut DatasetArgs) -> Result<Resolved, ConfigError> {
+        let pretrained = self
+            .pretrained
+            .as_deref()
+            .map(hash_weights_file)
+            .transpose()?;
+        let mut config = self.resolve_config(dataset)?;
+        if let Some(file) = &pretrained {
+            config.model.pretrained = Some(file.hash);
+        }
+        Ok(Resolved { config, pretrained })
+    }
+
+    fn resolve_config(&self, dataset: &mut DatasetArgs) -> Result<JobConfig, ConfigError> {
         let mut config = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -320,9 +347,6 @@ impl ConfigArgs {
 
     fn apply_model(&self, m: &mut ModelConfig, o: &mut Overrides) {
         o.set(&self.arch, "--arch", "model.arch", &mut m.arch);
-        if let Some(path) = &self.pretrained {
-            m.pretrained = Some(path.display().to_string());
-        }
         o.set(
             &self.backbone_bn,
             "--backbone-bn",
@@ -380,11 +404,14 @@ mod tests {
     fn resolve(args: &[&str]) -> Result<(JobConfig, DatasetArgs), String> {
         let mut h = Harness::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        let config = h
+        let resolved = h
             .config
             .resolve(&mut h.dataset)
             .map_err(|e| e.to_string())?;
-        Ok((config, h.dataset))
+        if let Some(file) = &resolved.pretrained {
+            assert_eq!(resolved.config.model.pretrained, Some(file.hash));
+        }
+        Ok((resolved.config, h.dataset))
     }
 
     #[test]
@@ -396,6 +423,8 @@ mod tests {
             "[split]\nfolds = 3\ngroup_column = \"video_id\"\n[train]\nepochs = 7\nbatch_size = 8\n",
         )
         .unwrap();
+        let weights = dir.path().join("densenet121.safetensors");
+        std::fs::write(&weights, b"weights").unwrap();
         let (c, dataset) = resolve(&[
             "--config",
             path.to_str().unwrap(),
@@ -411,7 +440,7 @@ mod tests {
             "0.01",
             "--no-shuffle",
             "--pretrained",
-            "/models/densenet121.safetensors",
+            weights.to_str().unwrap(),
         ])
         .unwrap();
         assert_eq!(
@@ -424,8 +453,8 @@ mod tests {
         assert_eq!(c.train.lr, 0.01);
         assert!(!c.split.shuffle);
         assert_eq!(
-            c.model.pretrained.as_deref(),
-            Some("/models/densenet121.safetensors")
+            c.model.pretrained,
+            Some(foldtrain_proto::BlobHash::of(b"weights"))
         );
         // The file's group column makes the data set be read with groups.
         assert_eq!(dataset.group_column.as_deref(), Some("video_id"));
@@ -474,5 +503,25 @@ mod tests {
         );
         let err = resolve(&["--config", "/nonexistent/job.toml"]).unwrap_err();
         assert!(err.contains("/nonexistent/job.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_pretrained_file_that_is_not_there_is_named_before_anything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("absent.safetensors");
+        let err = resolve(&["--pretrained", absent.to_str().unwrap()]).unwrap_err();
+        assert!(
+            err.starts_with(&format!("--pretrained {}: cannot open", absent.display())),
+            "{err}"
+        );
+        // A job file naming weights by path is refused, naming the key and the flag.
+        let job = dir.path().join("job.toml");
+        std::fs::write(&job, "[model]\npretrained = \"/models/w.safetensors\"\n").unwrap();
+        let err = resolve(&["--config", job.to_str().unwrap()]).unwrap_err();
+        assert!(
+            err.contains("model.pretrained = \"/models/w.safetensors\" is not a blob hash")
+                && err.contains("--pretrained on submit or run"),
+            "{err}"
+        );
     }
 }

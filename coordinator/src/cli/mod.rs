@@ -13,6 +13,7 @@ pub(crate) mod jobs;
 mod local_args;
 pub mod local_workers;
 mod predict;
+pub mod pretrained_file;
 mod progress;
 mod run;
 pub mod serve;

@@ -23,9 +23,9 @@ use super::local_workers::{Layout, LocalWorkers, cuda_devices, worker_binary};
 use super::progress::UploadBar;
 use super::time_breakdown::{self, RunTimes, read_job_timing};
 use super::watch::{WatchOptions, watch_job};
-use crate::client::{Client, download_results, submit_dataset_hashed_in};
+use crate::client::{Client, download_results, submit_dataset_hashed_in, upload_files};
 use crate::config::ServeConfig;
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, Entry};
 use crate::server::ServerHandle;
 
 #[derive(Debug, Args)]
@@ -43,7 +43,8 @@ pub struct RunArgs {
 
 pub fn run(mut args: RunArgs) -> CommandResult {
     let started = Instant::now();
-    let config = args.config.resolve(&mut args.dataset)?;
+    let resolved = args.config.resolve(&mut args.dataset)?;
+    let (config, pretrained) = (resolved.config, resolved.pretrained);
     let Some(dataset) = super::submit::load_checked(&args.dataset, &config)? else {
         return Ok(ExitCode::FAILURE);
     };
@@ -53,18 +54,37 @@ pub fn run(mut args: RunArgs) -> CommandResult {
     };
     let name = super::submit::default_name(&args.dataset);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(run_locally(args, config, dataset, name, started, times))
+    let job = LocalJob {
+        config,
+        pretrained,
+        dataset,
+        name,
+    };
+    runtime.block_on(run_locally(args, job, started, times))
+}
+
+/// What `run` submits: the configuration, the pretrained weights file it names, and the
+/// data set.
+struct LocalJob {
+    config: JobConfig,
+    pretrained: Option<Entry>,
+    dataset: Dataset,
+    name: String,
 }
 
 /// Starts the coordinator and workers, trains the job and downloads its results.
 async fn run_locally(
     args: RunArgs,
-    mut config: JobConfig,
-    dataset: Dataset,
-    name: String,
+    job: LocalJob,
     started: Instant,
     mut times: RunTimes,
 ) -> CommandResult {
+    let LocalJob {
+        mut config,
+        pretrained,
+        dataset,
+        name,
+    } = job;
     let binary = worker_binary();
     let gpus = if args.local.cpu {
         0
@@ -104,6 +124,9 @@ async fn run_locally(
     times.starting_workers = cluster.starting_workers;
     times.workers = layout.len();
     let client = &cluster.client;
+    if let Some(file) = &pretrained {
+        upload_files(client, std::slice::from_ref(file), &UploadBar::new(draw)).await?;
+    }
     let outcome = submit_dataset_hashed_in(
         client,
         &dataset,

@@ -14,7 +14,7 @@ use super::dataset_args::DatasetArgs;
 use super::draw::Draw;
 use super::progress::{Bar, UploadBar};
 use super::watch::{WatchOptions, watch_job};
-use crate::client::submit_dataset_hashed_in;
+use crate::client::{submit_dataset_hashed_in, upload_files};
 use crate::dataset::{Dataset, DatasetSpec, LoadOptions, load};
 use foldtrain_proto::JobConfig;
 
@@ -39,7 +39,8 @@ pub struct SubmitArgs {
 
 pub fn submit(mut args: SubmitArgs) -> CommandResult {
     let started = Instant::now();
-    let config = args.config.resolve(&mut args.dataset)?;
+    let resolved = args.config.resolve(&mut args.dataset)?;
+    let config = resolved.config;
     let Some(dataset) = load_checked(&args.dataset, &config)? else {
         return Ok(ExitCode::FAILURE);
     };
@@ -56,6 +57,9 @@ pub fn submit(mut args: SubmitArgs) -> CommandResult {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let client = args.client.connect().await?;
+        if let Some(file) = &resolved.pretrained {
+            upload_files(&client, std::slice::from_ref(file), &UploadBar::new(draw)).await?;
+        }
         let outcome = submit_dataset_hashed_in(
             &client,
             &dataset,

@@ -18,6 +18,6 @@ pub use download::{download_results, fetch_artifact, safe_relative};
 pub use error::ClientError;
 pub use progress::{Silent, UploadProgress, WatchEvents};
 pub use upload::{
-    SubmitOutcome, Uploaded, submit_dataset, submit_dataset_hashed_in, upload_dataset,
+    SubmitOutcome, Uploaded, submit_dataset, submit_dataset_hashed_in, upload_dataset, upload_files,
 };
 pub use watch::{DEFAULT_GIVE_UP_AFTER, watch_job};

@@ -126,22 +126,28 @@ pub async fn upload_dataset(
     dataset: &Dataset,
     progress: &dyn UploadProgress,
 ) -> Result<Uploaded, ClientError> {
-    let missing = missing_entries(client, dataset).await?;
+    let missing = missing_entries(client, dataset.train.iter().chain(&dataset.test)).await?;
     upload(client, &missing, progress).await
 }
 
-/// One entry per distinct image the coordinator does not hold yet, in data set order.
+/// Uploads those of `files` the coordinator does not hold yet: a job's pretrained
+/// weights, which it names by hash.
+pub async fn upload_files(
+    client: &Client,
+    files: &[Entry],
+    progress: &dyn UploadProgress,
+) -> Result<Uploaded, ClientError> {
+    let missing = missing_entries(client, files.iter()).await?;
+    upload(client, &missing, progress).await
+}
+
+/// One entry per distinct blob the coordinator does not hold yet, in the order given.
 async fn missing_entries<'a>(
     client: &Client,
-    dataset: &'a Dataset,
+    entries: impl Iterator<Item = &'a Entry>,
 ) -> Result<Vec<&'a Entry>, ClientError> {
     let mut seen = HashSet::new();
-    let unique: Vec<&Entry> = dataset
-        .train
-        .iter()
-        .chain(&dataset.test)
-        .filter(|e| seen.insert(e.hash))
-        .collect();
+    let unique: Vec<&Entry> = entries.filter(|e| seen.insert(e.hash)).collect();
     let mut missing: HashSet<BlobHash> = HashSet::new();
     for batch in unique.chunks(MISSING_BATCH) {
         let request = pb::MissingBlobsRequest {

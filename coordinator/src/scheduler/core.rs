@@ -252,6 +252,11 @@ impl Scheduler {
                     first: format!("{} ({})", first.name, first.hash),
                 });
             }
+            if let Some(blob) = record.config.model.pretrained
+                && !blobs.contains(&blob)
+            {
+                return Err(CoordinatorError::MissingPretrained(blob));
+            }
             Ok(record)
         })
         .await?;

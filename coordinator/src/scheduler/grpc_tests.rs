@@ -207,6 +207,7 @@ fn task() -> FoldTask {
         val: vec![image("v.jpg", Some(1))],
         test: vec![image("x.jpg", None)],
         resume: None,
+        pretrained: None,
         device_index: Some(0),
     }
 }

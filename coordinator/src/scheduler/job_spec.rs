@@ -200,6 +200,7 @@ pub fn fold_task(
         val: val.into_iter().map(|(i, _)| i.clone()).collect(),
         test: job.test.clone(),
         resume: None,
+        pretrained: None,
         device_index: u32::try_from(device_index).ok(),
     }
 }

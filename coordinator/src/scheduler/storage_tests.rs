@@ -180,3 +180,46 @@ async fn a_job_still_running_is_not_deleted() {
     assert_eq!(wait_job(&h, &job).await, JobState::Cancelled);
     h.scheduler.delete_job(&job).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_pretrained_weights_stay_while_a_job_names_them() {
+    let h = harness(VirtualLauncher::default(), Duration::from_secs(60)).await;
+    register(&h, "w1", 2).await;
+    let weights = b"features.conv0.weight of a pretrained densenet".to_vec();
+    let pretrained = BlobHash::of(&weights);
+
+    // A job naming weights that were never uploaded is refused, and says how to upload them.
+    let mut missing = spec(&h, "m", 12, 2, 1);
+    missing.config.model.pretrained = Some(pretrained);
+    let err = h.scheduler.submit(missing).await.unwrap_err();
+    assert!(
+        matches!(err, CoordinatorError::MissingPretrained(blob) if blob == pretrained),
+        "{err}"
+    );
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.to_string().contains("--pretrained"), "{err}");
+
+    assert_eq!(h.scheduler.store().blobs.put(&weights).unwrap(), pretrained);
+    let mut a = spec(&h, "a", 12, 2, 2);
+    a.config.model.pretrained = Some(pretrained);
+    let mut b = spec(&h, "b", 12, 2, 2);
+    b.config.model.pretrained = Some(pretrained);
+    let job_a = h.scheduler.submit(a).await.unwrap();
+    let job_b = h.scheduler.submit(b).await.unwrap();
+    assert_eq!(wait_job(&h, &job_a).await, JobState::Succeeded);
+    assert_eq!(wait_job(&h, &job_b).await, JobState::Succeeded);
+    assert!(referenced(&h).await.contains(&pretrained));
+
+    // Deleting b keeps the weights a still names.
+    h.scheduler.delete_job(&job_b).await.unwrap();
+    assert!(blob_files(&h).contains(&pretrained));
+    assert!(referenced(&h).await.contains(&pretrained));
+    assert_eq!(
+        h.scheduler.store().blobs.read(&pretrained).unwrap(),
+        weights
+    );
+
+    // Deleting a, the last job naming them, removes them.
+    h.scheduler.delete_job(&job_a).await.unwrap();
+    assert!(!blob_files(&h).contains(&pretrained));
+}

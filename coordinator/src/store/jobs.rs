@@ -17,8 +17,8 @@ pub fn insert_job(conn: &mut Connection, job: &JobRecord) -> Result<()> {
     let classes = serde_json::to_string(&job.class_names)
         .map_err(|e| CoordinatorError::encode("class names", e))?;
     tx.execute(
-        "INSERT INTO jobs (id, seq, name, state, message, config_toml, class_names, created_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO jobs (id, seq, name, state, message, config_toml, class_names, created_ms, \
+         pretrained_blob) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             job.id.as_str(),
             seq,
@@ -27,7 +27,8 @@ pub fn insert_job(conn: &mut Connection, job: &JobRecord) -> Result<()> {
             job.message,
             job.config.to_toml(),
             classes,
-            job.created_ms
+            job.created_ms,
+            job.config.model.pretrained.map(|blob| blob.0.to_vec())
         ],
     )?;
     {
@@ -271,7 +272,8 @@ pub fn delete_job(conn: &mut Connection, id: &JobId) -> Result<DeletedJob> {
              UNION SELECT latest_checkpoint FROM folds WHERE job_id = ?1 \
              UNION SELECT best_checkpoint FROM folds WHERE job_id = ?1 \
              UNION SELECT oof_blob FROM folds WHERE job_id = ?1 \
-             UNION SELECT test_blob FROM folds WHERE job_id = ?1",
+             UNION SELECT test_blob FROM folds WHERE job_id = ?1 \
+             UNION SELECT pretrained_blob FROM jobs WHERE id = ?1",
         )?;
         let mut rows = stmt.query([id.as_str()])?;
         while let Some(row) = rows.next()? {

@@ -6,11 +6,12 @@ use rusqlite::{Connection, params};
 
 use crate::error::Result;
 
-/// Whether any job still refers to `blob`: as one of its images, a fold's checkpoint or
-/// a fold's probabilities.
+/// Whether any job still refers to `blob`: as one of its images, its pretrained weights,
+/// a fold's checkpoint or a fold's probabilities.
 pub fn in_use(conn: &Connection, blob: &BlobHash) -> Result<bool> {
     Ok(conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM job_images WHERE hash = ?1) \
+             OR EXISTS (SELECT 1 FROM jobs WHERE pretrained_blob = ?1) \
              OR EXISTS (SELECT 1 FROM folds WHERE latest_checkpoint = ?1 OR best_checkpoint = ?1 \
                         OR oof_blob = ?1 OR test_blob = ?1)",
         params![&blob.0[..]],

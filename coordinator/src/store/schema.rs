@@ -121,6 +121,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX job_images_by_hash ON job_images(hash);
     "#,
+    // 5: the blob of a job's pretrained weights (model.pretrained), so it stays while a
+    // job refers to it and goes with the last one.
+    r#"
+    ALTER TABLE jobs ADD COLUMN pretrained_blob BLOB;
+    CREATE INDEX jobs_by_pretrained_blob ON jobs(pretrained_blob);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -23,7 +23,7 @@ pub use config::DenseNetConfig;
 pub use densenet::DenseNetFeatures;
 pub use error::ModelError;
 pub use head::Head;
-pub use weights::{LoadReport, load_pretrained, load_weights, save_weights};
+pub use weights::{LoadReport, load_pretrained, load_pretrained_bytes, load_weights, save_weights};
 
 use std::sync::Mutex;
 

@@ -73,12 +73,21 @@ fn parse<'a>(origin: &str, bytes: &'a [u8]) -> Result<SafeTensors<'a>, ModelErro
 /// `features.*` tensor of the file must be a model variable (so weights of another DenseNet
 /// depth are refused rather than half loaded). The head keeps its initialisation.
 pub fn load_pretrained(vs: &mut VarStore, path: &Path) -> Result<LoadReport, ModelError> {
-    let origin = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let file = parse(&origin, &bytes)?;
+    load_pretrained_bytes(vs, &path.display().to_string(), &bytes)
+}
+
+/// [`load_pretrained`] from the file's bytes (a blob), with `origin` naming it in errors.
+pub fn load_pretrained_bytes(
+    vs: &mut VarStore,
+    origin: &str,
+    bytes: &[u8],
+) -> Result<LoadReport, ModelError> {
+    let origin = origin.to_string();
+    let file = parse(&origin, bytes)?;
     let mut vars = vs.variables();
     let mut report = LoadReport {
         loaded: 0,

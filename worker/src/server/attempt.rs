@@ -84,8 +84,8 @@ impl EventSink for WireSink {
     }
 }
 
-/// The blobs of every image of the task, and of the resume checkpoint when it comes
-/// by reference.
+/// The blobs of every image of the task, of its pretrained weights, and of the resume
+/// checkpoint when it comes by reference.
 fn wanted(task: &FoldTask, resume_blob: Option<BlobHash>) -> Vec<Wanted> {
     let images = task.train.iter().chain(&task.val).chain(&task.test);
     let mut wanted: Vec<Wanted> = images
@@ -94,6 +94,12 @@ fn wanted(task: &FoldTask, resume_blob: Option<BlobHash>) -> Vec<Wanted> {
             name: i.name.clone(),
         })
         .collect();
+    if let Some(hash) = task.config.model.pretrained {
+        wanted.push(Wanted {
+            hash,
+            name: format!("pretrained weights (model.pretrained = blake3:{hash})"),
+        });
+    }
     if let Some(hash) = resume_blob {
         wanted.push(Wanted {
             hash,
@@ -158,7 +164,8 @@ async fn train(
     Ok(())
 }
 
-/// Downloads the blobs the task lacks and puts the resume checkpoint into it.
+/// Downloads the blobs the task lacks and puts the resume checkpoint and the pretrained
+/// weights into it.
 async fn fetch_inputs(
     shared: &Arc<Shared>,
     task: &mut FoldTask,
@@ -184,6 +191,13 @@ async fn fetch_inputs(
             .await
             .map_err(|e| internal("reading the resume checkpoint", e))??;
         task.resume = Some(bytes);
+    }
+    if let Some(hash) = task.config.model.pretrained {
+        let cache = shared.cache.clone();
+        let bytes = tokio::task::spawn_blocking(move || cache.read(&hash))
+            .await
+            .map_err(|e| internal("reading the pretrained weights", e))??;
+        task.pretrained = Some(bytes);
     }
     Ok(())
 }

@@ -1,7 +1,6 @@
 //! A fold's training built from its task: the task checked, the device chosen, the model
 //! seeded and then resumed or given pretrained weights, and the three image loaders.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use super::state::FoldState;
 use super::step::Learner;
 use super::weights::Snapshot;
 use crate::data::{BlobSource, ImageCache, Loader, PipelineOptions, epoch_seed};
-use crate::model::{load_pretrained, seeded};
+use crate::model::{load_pretrained_bytes, seeded};
 
 /// The loaders of the fold's three splits, sharing one decoded-image cache.
 pub(crate) struct Loaders {
@@ -243,9 +242,15 @@ fn restore(
         );
         return Ok(best);
     }
-    if let Some(path) = &task.config.model.pretrained {
-        let report = load_pretrained(&mut learner.vs, Path::new(path))?;
-        info!(fold, path, report = ?report, "loaded pretrained weights");
+    if let Some(blob) = task.config.model.pretrained {
+        let Some(bytes) = &task.pretrained else {
+            return Err(TrainError::Config(format!(
+                "model.pretrained names blob {blob}, but the task carries no pretrained weights"
+            )));
+        };
+        let origin = format!("pretrained weights blob {blob}");
+        let report = load_pretrained_bytes(&mut learner.vs, &origin, bytes)?;
+        info!(fold, blob = %blob, loaded = report.loaded, ignored = report.ignored.len(), "loaded pretrained weights");
     }
     Ok(None)
 }
@@ -302,6 +307,32 @@ mod tests {
         assert!(resumed.best.is_none());
         let bias = &resumed.learner.vs.variables()["head.out.bias"];
         assert_eq!(Vec::<f32>::try_from(bias).unwrap(), vec![0.25, 0.5, 0.75]);
+    }
+
+    #[test]
+    fn a_fresh_fold_loads_the_pretrained_blob_the_task_carries() {
+        let (mut task, source) = tiny_fold(5, 3, 2, 1);
+        let source = shared(source);
+        // Another fold's seeded features stand in for pretrained ones: not this fold's.
+        let mut donor = task.clone();
+        donor.fold = foldtrain_proto::FoldIndex(1);
+        let donor = FoldRun::prepare(&donor, source.clone(), RunOptions::default()).unwrap();
+        let bytes = crate::model::save_weights(&donor.learner.vs).unwrap();
+        let features = |run: &FoldRun<'_>| {
+            let t = &run.learner.vs.variables()["features.conv0.weight"];
+            Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap()
+        };
+
+        task.config.model.pretrained = Some(foldtrain_proto::BlobHash::of(&bytes));
+        let err = match FoldRun::prepare(&task, source.clone(), RunOptions::default()) {
+            Ok(_) => panic!("prepared a task naming weights it does not carry"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("carries no pretrained weights"), "{err}");
+
+        task.pretrained = Some(bytes);
+        let run = FoldRun::prepare(&task, source, RunOptions::default()).unwrap();
+        assert_eq!(features(&run), features(&donor));
     }
 
     #[test]

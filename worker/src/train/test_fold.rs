@@ -110,6 +110,7 @@ pub(crate) fn tiny_fold(train: u32, val: u32, test: u32, epochs: u32) -> (FoldTa
         val: source.add("val", val, true),
         test: source.add("test", test, false),
         resume: None,
+        pretrained: None,
         device_index: None,
     };
     (task, source)
