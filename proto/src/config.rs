@@ -285,6 +285,35 @@ impl JobConfig {
         Ok(config)
     }
 
+    /// Reads a config stored by an earlier version, where `model.pretrained` could be a
+    /// path on the workers. Such a path is dropped and handed back, so the job's record
+    /// still reads (its results, its history) and the caller decides what the lost
+    /// weights mean for it; anything else is read exactly as [`JobConfig::from_toml`].
+    pub fn from_stored_toml(text: &str) -> Result<(Self, Option<String>), ProtoError> {
+        let strict = match Self::from_toml(text) {
+            Ok(config) => return Ok((config, None)),
+            Err(e) => e,
+        };
+        let Ok(mut table) = text.parse::<toml::Table>() else {
+            return Err(strict);
+        };
+        let legacy = table
+            .get_mut("model")
+            .and_then(toml::Value::as_table_mut)
+            .and_then(|model| match model.get("pretrained") {
+                Some(toml::Value::String(path)) if parse_pretrained(path).is_err() => {
+                    let path = path.clone();
+                    model.remove("pretrained");
+                    Some(path)
+                }
+                _ => None,
+            });
+        match legacy {
+            Some(path) => Ok((Self::from_toml(&table.to_string())?, Some(path))),
+            None => Err(strict),
+        }
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a JobConfig always serialises")
     }
@@ -475,6 +504,26 @@ mod tests {
             JobConfig::from_toml(&c.to_toml()).unwrap().model.pretrained,
             None
         );
+    }
+
+    #[test]
+    fn a_stored_config_with_a_pretrained_path_still_reads_without_it() {
+        let mut c = JobConfig::default();
+        c.train.epochs = 7;
+        let stored = c.to_toml().replace(
+            "[model]\n",
+            "[model]\npretrained = \"/models/densenet121.safetensors\"\n",
+        );
+        assert!(JobConfig::from_toml(&stored).is_err());
+        let (read, legacy) = JobConfig::from_stored_toml(&stored).unwrap();
+        assert_eq!(read, c);
+        assert_eq!(legacy.as_deref(), Some("/models/densenet121.safetensors"));
+        // A current config reads as it is; another fault is still an error.
+        assert_eq!(
+            JobConfig::from_stored_toml(&c.to_toml()).unwrap(),
+            (c, None)
+        );
+        assert!(JobConfig::from_stored_toml("[train]\nepochs = 0\n").is_err());
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub(super) async fn recover(store: &Store) -> Result<(State, Vec<JobId>)> {
             let next = store::folds::max_attempt_id(c)?.0 + 1;
             let mut jobs = Vec::new();
             for id in store::jobs::unfinished_jobs(c)? {
+                if store::jobs::fail_if_pretrained_path(c, &id)? {
+                    continue;
+                }
                 let record = store::jobs::load_job(c, &id)?;
                 let folds = store::folds::folds(c, &id)?;
                 for f in folds.iter().filter(|f| !f.state.is_terminal()) {

@@ -10,7 +10,7 @@ use foldtrain_proto::{BlobHash, JobId};
 use super::tests::{Harness, harness, register, spec, wait_job};
 use super::*;
 use crate::error::CoordinatorError;
-use crate::store::{self, JobState};
+use crate::store::{self, JobState, Store};
 
 /// Every blob file in the store, by hash.
 fn blob_files(h: &Harness) -> BTreeSet<BlobHash> {
@@ -222,4 +222,64 @@ async fn a_jobs_pretrained_weights_stay_while_a_job_names_them() {
     // Deleting a, the last job naming them, removes them.
     h.scheduler.delete_job(&job_a).await.unwrap();
     assert!(!blob_files(&h).contains(&pretrained));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_stored_with_a_pretrained_path_reads_but_is_not_resumed_without_its_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = {
+        let h = harness(VirtualLauncher::default(), Duration::from_secs(60)).await;
+        let job = h.scheduler.submit(spec(&h, "old", 12, 2, 2)).await.unwrap();
+        // As an earlier version stored it: a path on the workers in model.pretrained.
+        let id = job.clone();
+        h.scheduler
+            .store()
+            .db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE jobs SET config_toml = replace(config_toml, '[model]', \
+                     '[model]' || char(10) || 'pretrained = \"/models/d121.safetensors\"') \
+                     WHERE id = ?1",
+                    [id.as_str()],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        std::fs::rename(h.scheduler.store().root(), dir.path().join("data")).unwrap();
+        job
+    };
+    // A restarted coordinator reads the job, fails it with the reason, and runs nothing.
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    let launcher = VirtualLauncher::default();
+    let scheduler = Scheduler::new(
+        store,
+        std::sync::Arc::new(launcher.clone()),
+        SchedulerOptions::default(),
+    )
+    .await
+    .unwrap();
+    let id = job.clone();
+    let (summary, record) = scheduler
+        .store()
+        .db
+        .call(move |c| {
+            Ok((
+                store::jobs::job_summary(c, &id)?,
+                store::jobs::load_job(c, &id)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(summary.state, JobState::Failed);
+    assert!(
+        summary
+            .message
+            .contains("model.pretrained = \"/models/d121.safetensors\"")
+            && summary.message.contains("--pretrained FILE"),
+        "{}",
+        summary.message
+    );
+    assert_eq!(record.config.model.pretrained, None);
+    assert!(launcher.launches().is_empty());
 }

@@ -85,8 +85,7 @@ pub fn load_job(conn: &Connection, id: &JobId) -> Result<JobRecord> {
         [id.as_str()],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let config = JobConfig::from_toml(&config_toml)
-        .map_err(|e| CoordinatorError::Corrupt(format!("job {id} config: {e}")))?;
+    let (config, _) = stored_config(id, &config_toml)?;
     let class_names: Vec<String> = serde_json::from_str(&classes)
         .map_err(|e| CoordinatorError::Corrupt(format!("job {id} classes: {e}")))?;
     let mut stmt = conn.prepare(
@@ -237,9 +236,37 @@ pub fn load_epochs_setting(conn: &Connection, id: &JobId) -> Result<u32> {
         )
         .optional()?
         .ok_or_else(|| CoordinatorError::UnknownJob(id.clone()))?;
-    let config = JobConfig::from_toml(&toml)
-        .map_err(|e| CoordinatorError::Corrupt(format!("job {id} config: {e}")))?;
-    Ok(config.train.epochs)
+    Ok(stored_config(id, &toml)?.0.train.epochs)
+}
+
+/// A job's stored config, with the path an earlier version kept in `model.pretrained`
+/// (dropped from the config) when it has one.
+fn stored_config(id: &JobId, toml: &str) -> Result<(JobConfig, Option<String>)> {
+    JobConfig::from_stored_toml(toml)
+        .map_err(|e| CoordinatorError::Corrupt(format!("job {id} config: {e}")))
+}
+
+/// Fails a job stored by an earlier version with a path in `model.pretrained`, which
+/// workers no longer read, rather than resume it without its weights. Returns whether
+/// it did.
+pub fn fail_if_pretrained_path(conn: &mut Connection, id: &JobId) -> Result<bool> {
+    let toml: String = conn.query_row(
+        "SELECT config_toml FROM jobs WHERE id = ?1",
+        [id.as_str()],
+        |r| r.get(0),
+    )?;
+    let Some(path) = stored_config(id, &toml)?.1 else {
+        return Ok(false);
+    };
+    let message = format!(
+        "stored with model.pretrained = {path:?}, a path on the workers, which they no longer \
+         read; submit it again with --pretrained FILE, which uploads the weights"
+    );
+    let tx = conn.transaction()?;
+    set_job_state(&tx, id, JobState::Failed, &message)?;
+    super::folds::close_open_folds(&tx, id, FoldState::Failed)?;
+    tx.commit()?;
+    Ok(true)
 }
 
 /// What deleting a job let go of.
