@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn every_rpc_of_both_services_needs_a_role() {
         let coordinator = rpcs("foldtrain/v1/coordinator.proto");
-        assert_eq!(coordinator.len(), 13, "{coordinator:?}");
+        assert_eq!(coordinator.len(), 14, "{coordinator:?}");
         for method in &coordinator {
             assert!(
                 !coordinator_policy(method).is_empty(),
