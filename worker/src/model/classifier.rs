@@ -32,13 +32,18 @@ impl Classifier {
         model: &ModelConfig,
         classes: i64,
     ) -> Self {
-        let features = DenseNetFeatures::new(&(root / "features"), cfg, model.backbone_bn);
-        let head = Head::new(
-            &(root / "head"),
-            features.out_channels(),
-            i64::from(model.head_units),
-            classes,
-        );
+        // Initialisation draws from libtorch's global generator, which no other thread may
+        // advance meanwhile (see `seeded`).
+        let (features, head) = super::drawing_alone(|| {
+            let features = DenseNetFeatures::new(&(root / "features"), cfg, model.backbone_bn);
+            let head = Head::new(
+                &(root / "head"),
+                features.out_channels(),
+                i64::from(model.head_units),
+                classes,
+            );
+            (features, head)
+        });
         Self {
             features,
             head,

@@ -217,8 +217,9 @@ mod tests {
             + 1.5;
         for style in [BackboneBn::Keras, BackboneBn::Torchvision] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let net =
-                DenseNetFeatures::new(&(vs.root() / "features"), &DenseNetConfig::tiny(), style);
+            let net = crate::model::drawing_alone(|| {
+                DenseNetFeatures::new(&(vs.root() / "features"), &DenseNetConfig::tiny(), style)
+            });
             let stem = tch::no_grad(|| x.apply(&net.conv0));
             let _ = tch::no_grad(|| net.forward_t(&x, true));
             let m = style.momentum();

@@ -25,18 +25,45 @@ pub use error::ModelError;
 pub use head::Head;
 pub use weights::{LoadReport, load_pretrained, load_pretrained_bytes, load_weights, save_weights};
 
+use std::cell::Cell;
 use std::sync::Mutex;
 
 /// libtorch's global generator, which initialises every model's weights.
 static GLOBAL_GENERATOR: Mutex<()> = Mutex::new(());
 
+thread_local! {
+    /// Whether this thread holds [`GLOBAL_GENERATOR`], so holding it again is a no-op.
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Runs `f` with libtorch's global generator seeded to `seed` and held by this thread
 /// alone: two folds built at once on one worker (a slot per GPU) would otherwise draw
 /// from each other's sequence, and a fold's initial weights would depend on timing.
 pub fn seeded<T>(seed: i64, f: impl FnOnce() -> T) -> T {
+    drawing_alone(|| {
+        tch::manual_seed(seed);
+        f()
+    })
+}
+
+/// Runs `f` holding libtorch's global generator, unseeded: every model draws its initial
+/// weights, even one whose weights are then loaded from a file, and those draws must not
+/// land in the middle of another thread's seeded sequence. Re-entrant on one thread.
+pub fn drawing_alone<T>(f: impl FnOnce() -> T) -> T {
+    if HOLDING.get() {
+        return f();
+    }
     let _only_us = GLOBAL_GENERATOR
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    tch::manual_seed(seed);
+    /// Clears the flag however `f` ends, a panic included.
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            HOLDING.set(false);
+        }
+    }
+    HOLDING.set(true);
+    let _release = Release;
     f()
 }
