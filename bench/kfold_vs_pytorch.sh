@@ -40,10 +40,8 @@ if ! "$PY" -c 'import sklearn' 2>/dev/null; then
   "$PY" -m pip install --quiet --disable-pip-version-check "scikit-learn==1.9.1"
 fi
 
-cargo build --release --workspace --bins
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
-TORCH_LIB=$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-export LD_LIBRARY_PATH="$TORCH_LIB:${LD_LIBRARY_PATH:-}" FOLDTRAIN_WORKER_BIN="$BIN/foldtrain-worker"
+# shellcheck source=bench/release.sh
+source bench/release.sh
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

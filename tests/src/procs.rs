@@ -122,8 +122,13 @@ impl Process {
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
-    pub fn terminate(mut self, timeout: Duration) -> std::process::ExitStatus {
+    pub fn terminate(self, timeout: Duration) -> std::process::ExitStatus {
         self.signal("TERM");
+        self.wait(timeout)
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own, and returns its status.
+    pub fn wait(mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("waiting for child") {
@@ -131,7 +136,7 @@ impl Process {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} did not exit within {timeout:?} of SIGTERM; its log:\n{}",
+                "{} did not exit within {timeout:?}; its log:\n{}",
                 self.what,
                 self.log_tail()
             );

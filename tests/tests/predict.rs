@@ -207,3 +207,79 @@ fn a_model_folder_without_a_folds_weights_is_named() {
     assert!(err.contains("folds/1/best.safetensors"), "{err}");
     assert!(!dir.path().join("out").exists());
 }
+
+/// The pid of the process whose command line contains `needle`, if one runs.
+fn pid_with_argument(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == needle.as_bytes())
+                .then_some(pid)
+        })
+}
+
+#[test]
+fn a_worker_killed_mid_prediction_costs_only_its_shard() {
+    let (_, model) = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let many = synth(&dir.path().join("many"), 60, 1200, 24, 2);
+    // The --test-csv and --test-dir flags, renamed for predict.
+    let images = [
+        "--images-csv",
+        many[5].as_str(),
+        "--images-dir",
+        many[7].as_str(),
+    ];
+    // Small shards and batches: many shards, so the run is far from its end when the
+    // second worker takes its first one.
+    let flags = ["--workers", "2", "--shard-size", "8", "--batch-size", "2"];
+    let whole = dir.path().join("whole");
+    ok(&mut predict(model, &images, &whole, &flags));
+
+    let state = dir.path().join("state");
+    let out = dir.path().join("killed");
+    let log = dir.path().join("predict.log");
+    let mut cmd = predict(model, &images, &out, &flags);
+    cmd.arg("--data-dir").arg(&state);
+    let (process, _) = foldtrain_tests::procs::Process::start_lines(&mut cmd, &log, &[]);
+    // The event: worker 1 has its first shard's blobs and is scoring it.
+    let worker_log = state.join("worker-1.log");
+    let cache = state.join("worker-1-cache");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let text = std::fs::read_to_string(&worker_log).unwrap_or_default();
+        if text.contains("shard blobs ready") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker 1 took no shard:\n{text}\n{}",
+            process.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = pid_with_argument(cache.to_str().unwrap()).expect("worker 1 runs");
+    ok(Command::new("kill").args(["-KILL", &pid.to_string()]));
+    let status = process.wait(std::time::Duration::from_secs(300));
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("shard attempt failed; it goes to another slot"),
+        "the kill cost no shard:\n{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("probabilities.csv")).unwrap(),
+        std::fs::read(whole.join("probabilities.csv")).unwrap(),
+        "the probabilities differ from the uninterrupted run's"
+    );
+    assert_eq!(
+        std::fs::read(out.join("predictions.csv")).unwrap(),
+        std::fs::read(whole.join("predictions.csv")).unwrap()
+    );
+    assert_eq!(probabilities(&out.join("probabilities.csv")).len(), 1200);
+}

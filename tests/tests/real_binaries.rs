@@ -177,16 +177,39 @@ fn run_trains_on_local_workers() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = synth(&dir.path().join("data"));
     let out: PathBuf = dir.path().join("out");
+    let state = dir.path().join("state");
+    let weights = tiny_weights();
+    let hash = BlobHash::of(&weights);
+    std::fs::write(dir.path().join("tiny.safetensors"), &weights).unwrap();
     let mut cmd = Command::new(binary("foldtrain"));
     cmd.arg("run")
         .args(&dataset)
         .args(tiny_job(3, 1))
         .args(["--workers", "2", "--cpu", "--quiet", "--out"])
         .arg(&out)
+        .arg("--pretrained")
+        .arg(dir.path().join("tiny.safetensors"))
+        .arg("--data-dir")
+        .arg(&state)
         .env("FOLDTRAIN_WORKER_BIN", binary("foldtrain-worker"));
     let stdout = ok(&mut cmd);
     assert!(stdout.contains("OOF"), "no CV summary:\n{stdout}");
     check_results(&out, 8);
+    // The weights went up as a blob, and every fold started from them.
+    let saved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        saved.contains(&format!("pretrained = \"blake3:{hash}\"")),
+        "{saved}"
+    );
+    let loads: usize = (0..2)
+        .map(|i| std::fs::read_to_string(state.join(format!("worker-{i}.log"))).unwrap())
+        .map(|log| {
+            log.lines()
+                .filter(|l| l.contains("loaded pretrained weights") && l.contains(&hash.to_hex()))
+                .count()
+        })
+        .sum();
+    assert_eq!(loads, 3, "one load per fold");
 
     // A worker binary that cannot start is named, and the run fails cleanly.
     let mut broken = Command::new(binary("foldtrain"));

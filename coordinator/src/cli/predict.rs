@@ -161,7 +161,7 @@ async fn predict_locally(args: PredictArgs, model: ModelDir, images: Vec<Entry>)
     let scoring = Instant::now();
     let runner = Arc::new(GrpcShardRunner::default());
     let outcome = tokio::select! {
-        outcome = dispatch(runner, slots, shards.clone(), &options, &mut store) => outcome,
+        outcome = dispatch(runner, slots, &shards, &options, &mut store) => outcome,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted: stopping the workers");
             cluster.workers.stop().await;

@@ -93,7 +93,7 @@ pub fn cut_shards(
 pub async fn dispatch(
     runner: Arc<dyn ShardRunner>,
     slots: Vec<SlotTarget>,
-    shards: Vec<ShardTask>,
+    shards: &[ShardTask],
     options: &DispatchOptions,
     sink: &mut dyn ShardSink,
 ) -> Result<(), PredictError> {

@@ -84,7 +84,7 @@ async fn run(
     let result = dispatch(
         Arc::new(runner),
         slots(slot_count),
-        shards(10, 3),
+        &shards(10, 3),
         options,
         &mut &recorded,
     )
