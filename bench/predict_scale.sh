@@ -40,7 +40,7 @@ hwm() { awk '/^VmHWM:/ { print $2; found = 1 } END { if (!found) print 0 }' "/pr
 for count in "${COUNTS[@]}"; do
   frames=$work/frames-$count
   echo "== $count frames: generating"
-  "$BIN/foldtrain" synth --out "$frames" --train 20 --test "$count" --image-size 32 --seed 9 \
+  "$BIN/foldtrain" synth --out "$frames" --train 43 --test "$count" --image-size 32 --seed 9 \
     --folds 2 >/dev/null
   echo "== $count frames: predicting ($(uptime | sed 's/.*load/load/'))"
   start=$EPOCHREALTIME

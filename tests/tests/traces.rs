@@ -272,4 +272,57 @@ fn foldtrain_run_exports_one_trace_with_quiet_logs() {
             "train_fold's parent is no fold_attempt"
         );
     }
+
+    // The job's ensemble over its test images, on two workers in shards of one image: one
+    // trace, prediction -> shard_attempt -> the worker's predict_shard.
+    let data = dir.path().join("data");
+    let mut predict = std::process::Command::new(foldtrain_tests::binary("foldtrain"));
+    predict
+        .arg("predict")
+        .arg("--model")
+        .arg(dir.path().join("out"))
+        .arg("--images")
+        .arg(data.join("test"))
+        .args(["--workers", "2", "--shard-size", "1", "--cpu", "--quiet"])
+        .arg("--out")
+        .arg(dir.path().join("predicted"))
+        .envs(run.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env_remove("RUST_LOG");
+    foldtrain_tests::procs::ok(&mut predict);
+    let spans = receiver.wait_for(Duration::from_secs(10), |spans| {
+        spans.iter().any(|s| s.name == "prediction") && named(spans, "predict_shard").len() >= 4
+    });
+    let roots = named(&spans, "prediction");
+    assert_eq!(roots.len(), 1, "{:?}", services(&spans));
+    let root = roots[0];
+    assert_eq!(root.service, COORDINATOR);
+    assert!(root.parent_span_id.is_empty(), "the prediction is a root");
+    assert_eq!(root.attr_text("images"), "4");
+    assert!(
+        root.attr("images_per_second")
+            .and_then(|a| a.as_f64())
+            .is_some_and(|r| r > 0.0),
+        "images/s on the root: {root:?}"
+    );
+    let shard_attempts: BTreeSet<&str> = named(&spans, "shard_attempt")
+        .iter()
+        .filter(|s| s.parent_span_id == root.span_id && s.trace_id == root.trace_id)
+        .map(|s| s.span_id.as_str())
+        .collect();
+    assert_eq!(shard_attempts.len(), 4, "one attempt per shard");
+    let scored = named(&spans, "predict_shard");
+    assert_eq!(
+        scored.len(),
+        4,
+        "the workers' spans: {:?}",
+        services(&spans)
+    );
+    for s in scored {
+        assert_eq!(s.service, WORKER);
+        assert_eq!(s.trace_id, root.trace_id, "predict_shard left the trace");
+        assert!(
+            shard_attempts.contains(s.parent_span_id.as_str()),
+            "predict_shard's parent is no shard_attempt"
+        );
+    }
 }

@@ -14,6 +14,7 @@ use clap::{Args, ValueEnum};
 use foldtrain_proto::config::MAX_BATCH_SIZE;
 use foldtrain_proto::{BlobHash, ImageRef, JobConfig, ShardTask};
 use indicatif::{ProgressBar, ProgressStyle};
+use tracing::{Instrument, field, info_span};
 
 use super::CommandResult;
 use super::cpu_layout::{self, Asked, FoldDemand, Machine, fold_peak_bytes};
@@ -160,8 +161,20 @@ async fn predict_locally(args: PredictArgs, model: ModelDir, images: Vec<Entry>)
     let bar = progress_bar(draw, total, options.done.clone());
     let scoring = Instant::now();
     let runner = Arc::new(GrpcShardRunner::default());
+    // The prediction's trace: this root, a `shard_attempt` child per shard attempt and,
+    // under each, the worker's `predict_shard`.
+    let root = info_span!(
+        "prediction",
+        run = %template.run_id,
+        images = total,
+        shards = shards.len(),
+        folds = template.fold_weights.len(),
+        workers = slots.len(),
+        images_per_second = field::Empty,
+    );
+    let scored = dispatch(runner, slots, &shards, &options, &mut store).instrument(root.clone());
     let outcome = tokio::select! {
-        outcome = dispatch(runner, slots, &shards, &options, &mut store) => outcome,
+        outcome = scored => outcome,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted: stopping the workers");
             cluster.workers.stop().await;
@@ -172,6 +185,8 @@ async fn predict_locally(args: PredictArgs, model: ModelDir, images: Vec<Entry>)
     let state = cluster.shutdown().await?;
     outcome?;
     let seconds = scoring.elapsed().as_secs_f64();
+    root.record("images_per_second", total as f64 / seconds.max(1e-9));
+    drop(root);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let merged = store.merge(&shards, &model.class_names, &args.out)?;

@@ -6,10 +6,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use foldtrain_proto::runtime::telemetry::mark_span_failed;
 use foldtrain_proto::{ImageRef, ShardTask};
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{FutureExt, StreamExt};
-use tracing::warn;
+use tracing::{Instrument, field, info_span, warn};
 
 use super::PredictError;
 use crate::scheduler::SlotTarget;
@@ -105,14 +106,26 @@ pub async fn dispatch(
         while !queue.is_empty() && !free.is_empty() {
             let (shard, attempt) = queue.pop_front().expect("not empty");
             let slot = free.pop_front().expect("not empty");
-            let updates = runner.run(&slots[slot], shards[shard].clone());
-            let done = options.done.clone();
             let images = shards[shard].images.len();
+            // The runner carries this span's context to the worker, whose `predict_shard`
+            // span becomes its child.
+            let span = info_span!(
+                "shard_attempt",
+                shard = shards[shard].shard,
+                attempt,
+                images,
+                worker = %slots[slot].worker,
+                outcome = field::Empty,
+            );
+            let updates = span.in_scope(|| runner.run(&slots[slot], shards[shard].clone()));
+            let done = options.done.clone();
             running.push(
-                collect(updates, images, done).map(move |result| (slot, shard, attempt, result)),
+                collect(updates, images, done)
+                    .instrument(span.clone())
+                    .map(move |result| (slot, shard, attempt, span, result)),
             );
         }
-        let Some((slot, shard, attempt, result)) = running.next().await else {
+        let Some((slot, shard, attempt, span, result)) = running.next().await else {
             return match queue.front() {
                 None => Ok(()),
                 Some(&(shard, _)) => Err(PredictError::NoSlots {
@@ -122,6 +135,18 @@ pub async fn dispatch(
             };
         };
         let task = &shards[shard];
+        span.record(
+            "outcome",
+            match &result {
+                Ok(_) => "done",
+                Err(failure) if failure.lost => "worker lost",
+                Err(_) => "failed",
+            },
+        );
+        if let Err(failure) = &result {
+            mark_span_failed(&span, &failure.message);
+        }
+        drop(span);
         match result {
             Ok(rows) => {
                 if !options.skip_bad

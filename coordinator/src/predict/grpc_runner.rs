@@ -26,12 +26,19 @@ impl GrpcShardRunner {
 impl ShardRunner for GrpcShardRunner {
     fn run(&self, slot: &SlotTarget, mut task: ShardTask) -> ShardUpdates {
         task.device_index = u32::try_from(slot.device_index).ok();
+        // The caller's span (the shard attempt) parents the worker's `predict_shard`.
+        let mut request = tonic::Request::new(pb::ShardTask::from(&task));
+        foldtrain_proto::runtime::propagation::inject_trace_context(
+            &tracing::Span::current(),
+            request.metadata_mut(),
+        );
         let (tx, rx) = mpsc::channel(8);
         let launcher = self.launcher.clone();
         let address = slot.address.clone();
         let call_token = slot.call_token.clone();
         tokio::spawn(async move {
-            if let Err(failure) = pump(&launcher, &address, &call_token, &task, &tx).await {
+            if let Err(failure) = pump(&launcher, &address, &call_token, request, &task, &tx).await
+            {
                 let _ = tx.send(Err(failure)).await;
             }
         });
@@ -43,10 +50,10 @@ async fn pump(
     launcher: &GrpcLauncher,
     address: &str,
     call_token: &CallToken,
+    mut request: tonic::Request<pb::ShardTask>,
     task: &ShardTask,
     tx: &mpsc::Sender<Result<ShardUpdate, ShardFailure>>,
 ) -> Result<(), ShardFailure> {
-    let mut request = tonic::Request::new(pb::ShardTask::from(task));
     authorize(&mut request, call_token).map_err(|e| ShardFailure {
         message: e.to_string(),
         retryable: false,

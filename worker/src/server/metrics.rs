@@ -50,6 +50,8 @@ pub struct WorkerMetrics {
     epoch: Family<SlotLabel, Gauge>,
     images_trained: Family<SlotLabel, Counter>,
     folds: Family<OutcomeLabel, Counter>,
+    predict_images_per_second: Family<SlotLabel, FloatGauge>,
+    images_predicted: Family<SlotLabel, Counter>,
     busy_slots: Gauge,
     gpu_used: Family<DeviceLabel, Gauge>,
     gpu_total: Family<DeviceLabel, Gauge>,
@@ -73,12 +75,15 @@ impl WorkerMetrics {
             epoch: Family::default(),
             images_trained: Family::default(),
             folds: Family::default(),
+            predict_images_per_second: Family::default(),
+            images_predicted: Family::default(),
             busy_slots: Gauge::default(),
             gpu_used: Family::default(),
             gpu_total: Family::default(),
         };
         let mut registry = Registry::with_prefix("foldtrain_worker");
         metrics.register_training(&mut registry);
+        metrics.register_prediction(&mut registry);
         metrics.register_occupancy(&mut registry, slots.len());
         metrics.registry = Arc::new(registry);
         for slot in slots {
@@ -87,6 +92,8 @@ impl WorkerMetrics {
             let _ = metrics.batch_duration.get_or_create(&label);
             let _ = metrics.epoch.get_or_create(&label);
             let _ = metrics.images_trained.get_or_create(&label);
+            let _ = metrics.predict_images_per_second.get_or_create(&label);
+            let _ = metrics.images_predicted.get_or_create(&label);
         }
         metrics
     }
@@ -131,6 +138,31 @@ impl WorkerMetrics {
         );
     }
 
+    /// The series fed by prediction shards.
+    fn register_prediction(&self, registry: &mut Registry) {
+        registry.register(
+            "predict_images_per_second",
+            "Prediction throughput of the running shard so far, per slot (0 when idle)",
+            self.predict_images_per_second.clone(),
+        );
+        registry.register(
+            "images_predicted",
+            "Images scored for predictions (unreadable ones included), per slot",
+            self.images_predicted.clone(),
+        );
+    }
+
+    /// The recorder for one prediction shard on `slot`, its clock started now.
+    pub fn shard(&self, slot: Slot) -> ShardMetrics {
+        let label = SlotLabel { slot: slot.name() };
+        ShardMetrics {
+            images_per_second: self.predict_images_per_second.get_or_create_owned(&label),
+            images_predicted: self.images_predicted.get_or_create_owned(&label),
+            started: std::time::Instant::now(),
+            rows: 0,
+        }
+    }
+
     /// The slots and the GPU memory, set when scraped.
     fn register_occupancy(&self, registry: &mut Registry, slots: usize) {
         let slot_count: Gauge = Gauge::default();
@@ -139,7 +171,7 @@ impl WorkerMetrics {
         registry.register("served_slots", "Slots this worker serves", slot_count);
         registry.register(
             "busy_slots",
-            "Slots training a fold right now",
+            "Slots running a fold or a prediction shard right now",
             self.busy_slots.clone(),
         );
         registry.register_with_unit(
@@ -292,6 +324,33 @@ impl Drop for AttemptMetrics {
     }
 }
 
+/// Counts one shard's rows as they are streamed back.
+pub struct ShardMetrics {
+    images_per_second: FloatGauge,
+    images_predicted: Counter,
+    started: std::time::Instant,
+    rows: u64,
+}
+
+impl ShardMetrics {
+    /// `rows` more images were scored.
+    pub fn scored(&mut self, rows: usize) {
+        self.rows += rows as u64;
+        self.images_predicted.inc_by(rows as u64);
+        let seconds = self.started.elapsed().as_secs_f64();
+        if seconds > 0.0 {
+            self.images_per_second.set(self.rows as f64 / seconds);
+        }
+    }
+}
+
+impl Drop for ShardMetrics {
+    /// However the shard ends, the slot no longer predicts.
+    fn drop(&mut self) {
+        self.images_per_second.set(0.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,6 +484,32 @@ mod tests {
                 r#"foldtrain_worker_images_trained_total{slot="cpu"}"#
             ),
             4.0
+        );
+    }
+
+    #[test]
+    fn shards_count_images_and_throughput_until_they_end() {
+        let metrics = WorkerMetrics::new(&[Slot::Cpu]);
+        let cpu = |text: &str, name: &str| {
+            sample(text, &format!("foldtrain_worker_{name}{{slot=\"cpu\"}}"))
+        };
+        let mut shard = metrics.shard(Slot::Cpu);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        shard.scored(6);
+        shard.scored(4);
+        let text = metrics.render(1, &[]).unwrap();
+        assert_eq!(cpu(&text, "images_predicted_total"), 10.0);
+        let rate = cpu(&text, "predict_images_per_second");
+        // 10 images in at least 20 ms: at most 500 images/s, and more than none.
+        assert!(rate > 0.0 && rate <= 500.0, "{rate}");
+        assert_eq!(cpu(&text, "images_trained_total"), 0.0, "not training");
+        drop(shard);
+        let text = metrics.render(0, &[]).unwrap();
+        assert_eq!(cpu(&text, "predict_images_per_second"), 0.0, "idle");
+        assert_eq!(
+            cpu(&text, "images_predicted_total"),
+            10.0,
+            "a counter stays"
         );
     }
 }

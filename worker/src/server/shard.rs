@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::WorkerError;
 use super::attempt::cancel_when_closed;
 use super::fetch::{Wanted, fetch_missing};
+use super::metrics::ShardMetrics;
 use super::service::Shared;
 use super::slots::SlotLease;
 use crate::data::{HashDirSource, PipelineOptions};
@@ -156,8 +157,9 @@ fn score_shard(
 ) {
     let (shard, slot) = (task.shard, lease.slot().index());
     let mut sent = (0u32, 0u32);
+    let mut metrics = shared.metrics.shard(lease.slot());
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        score(shared, task, slot, control, tx, &mut sent)
+        score(shared, task, slot, control, tx, &mut sent, &mut metrics)
     }))
     .unwrap_or_else(|panic| {
         Err(FoldFailure::new(
@@ -166,6 +168,7 @@ fn score_shard(
         ))
     });
     // The slot is free before the caller hears the verdict and sends the next shard.
+    drop(metrics);
     drop(lease);
     let verdict = match outcome {
         Ok(()) => event(
@@ -194,6 +197,7 @@ fn score(
     control: &FoldControl,
     tx: &ShardSender,
     sent: &mut (u32, u32),
+    metrics: &mut ShardMetrics,
 ) -> Result<(), FoldFailure> {
     let device = shared.run_options.device.unwrap_or_else(|| {
         task.device_index
@@ -234,7 +238,8 @@ fn score(
                 }
                 row
             })
-            .collect();
+            .collect::<Vec<_>>();
+        metrics.scored(rows.len());
         let rows = event(shard, pb::shard_event::Event::Rows(pb::ShardRows { rows }));
         tx.blocking_send(rows).map_err(|_| PredictError::Cancelled)
     };
