@@ -50,6 +50,29 @@ impl ChunkCutter {
     }
 }
 
+/// The chunks of `bytes` at the given sizes (cycled), for tests that send blobs cut
+/// anywhere; an empty blob is one empty last chunk.
+#[cfg(any(test, feature = "test-util"))]
+pub fn chunks_cut_at(bytes: &[u8], sizes: &[usize]) -> Vec<pb::BlobChunk> {
+    let hash = BlobHash::of(bytes);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for &size in sizes.iter().cycle() {
+        let end = (start + size).min(bytes.len());
+        out.push(pb::BlobChunk {
+            hash: hash.0.to_vec(),
+            offset: start as u64,
+            data: bytes[start..end].to_vec(),
+            last: end == bytes.len(),
+        });
+        start = end;
+        if end == bytes.len() {
+            return out;
+        }
+    }
+    unreachable!("cycling non-empty sizes reaches the end")
+}
+
 /// The chunks of a blob held in memory.
 pub fn chunks(hash: BlobHash, bytes: &[u8]) -> impl Iterator<Item = pb::BlobChunk> + '_ {
     let mut cutter = ChunkCutter::new(hash, bytes.len() as u64);

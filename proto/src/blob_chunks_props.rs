@@ -17,27 +17,6 @@ fn blobs() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<usize>)>> {
     proptest::collection::vec((blob, cuts), 1..5)
 }
 
-/// The chunks of `bytes` at the given sizes; an empty blob is one empty last chunk.
-fn cut(bytes: &[u8], cuts: &[usize]) -> Vec<pb::BlobChunk> {
-    let hash = BlobHash::of(bytes);
-    let mut out = Vec::new();
-    let mut start = 0;
-    for &size in cuts.iter().cycle() {
-        let end = (start + size).min(bytes.len());
-        out.push(pb::BlobChunk {
-            hash: hash.0.to_vec(),
-            offset: start as u64,
-            data: bytes[start..end].to_vec(),
-            last: end == bytes.len(),
-        });
-        start = end;
-        if end == bytes.len() {
-            return out;
-        }
-    }
-    unreachable!("cycling non-empty cuts reaches the end")
-}
-
 fn arbitrary_chunk() -> impl Strategy<Value = pb::BlobChunk> {
     let hashes: Vec<Vec<u8>> = (0u8..3).map(|i| BlobHash::of(&[i]).0.to_vec()).collect();
     (
@@ -66,7 +45,7 @@ proptest! {
         limit in proptest::option::of(0u64..3500),
     ) {
         let stream: Vec<pb::BlobChunk> =
-            blobs.iter().flat_map(|(bytes, cuts)| cut(bytes, cuts)).collect();
+            blobs.iter().flat_map(|(bytes, cuts)| chunks_cut_at(bytes, cuts)).collect();
         let mut framing = ChunkReassembler::new();
         if let Some(limit) = limit {
             framing = framing.with_max_blob_size(limit);

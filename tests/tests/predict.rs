@@ -227,13 +227,14 @@ fn pid_with_argument(needle: &str) -> Option<u32> {
 fn a_worker_killed_mid_prediction_costs_only_its_shard() {
     let (_, model) = trained();
     let dir = tempfile::tempdir().unwrap();
-    let many = synth(&dir.path().join("many"), 60, 1200, 24, 2);
-    // The --test-csv and --test-dir flags, renamed for predict.
+    let many = dir.path().join("many");
+    synth(&many, 60, 1200, 24, 2);
+    let (csv, folder) = (many.join("Testing_set.csv"), many.join("test"));
     let images = [
         "--images-csv",
-        many[5].as_str(),
+        csv.to_str().unwrap(),
         "--images-dir",
-        many[7].as_str(),
+        folder.to_str().unwrap(),
     ];
     // Small shards and batches: many shards, so the run is far from its end when the
     // second worker takes its first one.

@@ -285,9 +285,14 @@ fn foldtrain_run_exports_one_trace_with_quiet_logs() {
         .arg(data.join("test"))
         .args(["--workers", "2", "--shard-size", "1", "--cpu", "--quiet"])
         .arg("--out")
-        .arg(dir.path().join("predicted"))
-        .envs(run.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .env_remove("RUST_LOG");
+        .arg(dir.path().join("predicted"));
+    // The same environment as the run: set and removed alike.
+    for (key, value) in run.get_envs() {
+        match value {
+            Some(value) => predict.env(key, value),
+            None => predict.env_remove(key),
+        };
+    }
     foldtrain_tests::procs::ok(&mut predict);
     let spans = receiver.wait_for(Duration::from_secs(10), |spans| {
         spans.iter().any(|s| s.name == "prediction") && named(spans, "predict_shard").len() >= 4

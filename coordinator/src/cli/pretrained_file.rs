@@ -1,7 +1,6 @@
 //! `--pretrained F`: the weights file on the user's machine, checked and hashed so the job
 //! can name it by blob hash and the CLI can upload it with the images.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use foldtrain_proto::BlobHash;
@@ -43,16 +42,8 @@ pub fn hash_weights_file(path: &Path) -> Result<Entry, PretrainedFileError> {
         )));
     }
     let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buffer).map_err(|e| io("read", e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        size += n as u64;
-    }
+    hasher.update_reader(&mut file).map_err(|e| io("read", e))?;
+    let size = hasher.count();
     Ok(Entry {
         name: format!("pretrained weights {}", path.display()),
         path: path.to_path_buf(),

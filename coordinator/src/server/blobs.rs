@@ -160,31 +160,11 @@ async fn send_one(
 
 #[cfg(test)]
 mod tests {
+    use foldtrain_proto::blob_chunks::chunks_cut_at;
     use proptest::prelude::*;
     use proptest::sample::Index;
 
     use super::*;
-
-    /// The chunks of `bytes` at the given sizes (cycled); an empty blob is one empty chunk.
-    fn cut(bytes: &[u8], cuts: &[usize]) -> Vec<pb::BlobChunk> {
-        let hash = BlobHash::of(bytes).0.to_vec();
-        let mut out = Vec::new();
-        let mut start = 0;
-        for &size in cuts.iter().cycle() {
-            let end = (start + size).min(bytes.len());
-            out.push(pb::BlobChunk {
-                hash: hash.clone(),
-                offset: start as u64,
-                data: bytes[start..end].to_vec(),
-                last: end == bytes.len(),
-            });
-            start = end;
-            if end == bytes.len() {
-                return out;
-            }
-        }
-        unreachable!("cycling non-empty cuts reaches the end")
-    }
 
     #[derive(Debug, Clone)]
     enum Damage {
@@ -215,7 +195,7 @@ mod tests {
             max_blob in prop_oneof![Just(MAX_UPLOAD_BLOB), 0u64..3000],
         ) {
             let mut stream: Vec<pb::BlobChunk> =
-                blobs.iter().flat_map(|(bytes, cuts)| cut(bytes, cuts)).collect();
+                blobs.iter().flat_map(|(bytes, cuts)| chunks_cut_at(bytes, cuts)).collect();
             let len = stream.len();
             match &damage {
                 Damage::None => {}
