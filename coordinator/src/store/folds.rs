@@ -259,9 +259,9 @@ pub fn set_checkpoint(
     blob: BlobHash,
     epoch: u32,
 ) -> Result<Option<BlobHash>> {
-    let column = match kind {
-        CheckpointKind::Latest => "latest_checkpoint",
-        CheckpointKind::Best => "best_checkpoint",
+    let (column, epoch_column) = match kind {
+        CheckpointKind::Latest => ("latest_checkpoint", "latest_epoch"),
+        CheckpointKind::Best => ("best_checkpoint", "best_checkpoint_epoch"),
     };
     let previous: Option<Vec<u8>> = conn
         .query_row(
@@ -271,15 +271,12 @@ pub fn set_checkpoint(
         )
         .optional()?
         .flatten();
-    let sql = match kind {
-        CheckpointKind::Latest => {
-            "UPDATE folds SET latest_checkpoint = ?3, latest_epoch = ?4 WHERE job_id = ?1 AND fold = ?2"
-        }
-        CheckpointKind::Best => {
-            "UPDATE folds SET best_checkpoint = ?3, best_checkpoint_epoch = ?4 WHERE job_id = ?1 AND fold = ?2"
-        }
-    };
-    conn.execute(sql, params![job.as_str(), fold.0, &blob.0[..], epoch])?;
+    conn.execute(
+        &format!(
+            "UPDATE folds SET {column} = ?3, {epoch_column} = ?4 WHERE job_id = ?1 AND fold = ?2"
+        ),
+        params![job.as_str(), fold.0, &blob.0[..], epoch],
+    )?;
     let previous = blob_from_column(previous)?.filter(|p| *p != blob);
     Ok(super::refs::unreferenced(conn, previous)?.pop())
 }
